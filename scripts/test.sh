@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install what the tests need into .venv and run them all: unit, integration (PostgreSQL), e2e.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q -e '.[test]'
+
+# The tests create a fresh database per test on the PostgreSQL at 127.0.0.1:5432
+# (override with DEALREG_TEST_POSTGRES). Start the local cluster if it is installed but down.
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && command -v pg_ctlcluster >/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+fi
+
+exec .venv/bin/python -m pytest -q "$@"

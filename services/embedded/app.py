@@ -1,0 +1,105 @@
+"""Embedded mode in one process: write API, read API and the projection feed between them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Gauge
+
+from contracts.submissions_v1 import Receipt
+from services.projections.projectors.read_model_projector import ReadModelProjector
+from services.projections.query_api.routes import read_router
+from services.projections.read_model.queries import ReadModelQueries
+from services.projections.read_model.tables import create_read_schema
+from services.registry.adapters.event_store import open_event_store
+from services.registry.api.routes import router as write_router
+from services.registry.application.handlers import RecordingService
+from services.embedded.projection_feed import EmbeddedProjectionFeed
+from services.shared.api_keys import ApiKeyStore
+from services.shared.database import create_sql_engine
+from services.shared.errors import install_error_handlers
+from services.shared.http_basics import HttpMetrics, install_http_basics
+from services.shared.settings import Settings
+
+DESCRIPTION = """Event-sourced registry of cross-border clean-tech deals.
+
+Partners `POST /v1/events` with a partner key; dashboards read `/v1/pledges/*`, `/v1/deals`,
+`/v1/firms` and `/v1/meetings` with a reader key. Every read says the log `position` it
+reflects; pass `min_position` (the `position` of your receipt) to read your own writes.
+"""
+
+
+def create_embedded_app(settings: Settings) -> FastAPI:
+    if settings.uses_sqlite_files():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_event_store(settings)
+    key_store = ApiKeyStore(create_sql_engine(settings.registry_tables_url()))
+    key_store.create_schema()
+    read_engine = create_sql_engine(settings.read_model_url())
+    create_read_schema(read_engine)
+    projector = ReadModelProjector(read_engine)
+    feed = EmbeddedProjectionFeed(store, projector, poll_seconds=settings.projection_poll_seconds)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        feed.catch_up()
+        feed.start()
+        try:
+            yield
+        finally:
+            feed.stop()
+            store.close()
+
+    app = FastAPI(
+        title="Deal Registry", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
+    )
+    metrics = HttpMetrics()
+    appended = Counter(
+        "dealreg_events_appended", "Events recorded", ["type"], registry=metrics.registry
+    )
+    Gauge("dealreg_log_head_position", "Last position in the event log",
+          registry=metrics.registry).set_function(store.head_position)
+    Gauge("dealreg_projection_position", "Log position the read models reflect",
+          registry=metrics.registry).set_function(projector.position)
+
+    def events_recorded(receipt: Receipt) -> None:
+        appended.labels(receipt.type).inc()
+        feed.wake()
+
+    app.state.settings = settings
+    app.state.api_keys = key_store
+    app.state.recording_service = RecordingService(store)
+    app.state.read_queries = ReadModelQueries(read_engine)
+    app.state.events_recorded = events_recorded
+    app.state.projection_feed = feed
+
+    install_error_handlers(app)
+    install_http_basics(app, settings.max_body_bytes, metrics)
+    app.include_router(write_router)
+    app.include_router(read_router())
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> Any:
+        """The event store and the read model answer."""
+        checks: dict[str, str] = {}
+        for name, probe in (("event_store", store.head_position),
+                            ("read_model", projector.position)):
+            try:
+                probe()
+                checks[name] = "ok"
+            except Exception as exc:  # noqa: BLE001 - report, don't crash the probe
+                checks[name] = f"unreachable: {type(exc).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
+                            status_code=200 if ready else 503)
+
+    return app

@@ -1,0 +1,67 @@
+"""Embedded mode: the read models follow the registry's log directly, with no broker between.
+
+The log is read in pages, translated to contract envelopes, and applied with the position in
+one transaction, so a restart resumes exactly where the read model's position says.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from services.projections.projectors.read_model_projector import ReadModelProjector
+from services.registry.adapters.event_store import DealRegistryStore
+from services.registry.relay.contract_events import envelopes_from
+
+log = logging.getLogger("dealreg.projection_feed")
+
+
+class EmbeddedProjectionFeed:
+    def __init__(
+        self,
+        store: DealRegistryStore,
+        projector: ReadModelProjector,
+        page_size: int = 1000,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.projector = projector
+        self.page_size = page_size
+        self.poll_seconds = poll_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def catch_up(self) -> int:
+        """Apply everything in the log past the read model's position; return the new position."""
+        position = self.projector.position()
+        while True:
+            notifications = list(self.store.read_log(after=position, limit=self.page_size))
+            if not notifications:
+                return position
+            envelopes = envelopes_from(notifications, self.store.mapper)
+            position = self.projector.apply(envelopes, through_position=notifications[-1].id)
+
+    def wake(self) -> None:
+        """Called after a write so the new event becomes readable without waiting for a poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="projection-feed", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.catch_up()
+            except Exception:  # noqa: BLE001 - keep following; the next round retries
+                log.exception("projection feed failed; retrying")
+                self._stop.wait(1.0)
+            self._wake.wait(self.poll_seconds)

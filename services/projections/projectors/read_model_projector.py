@@ -1,0 +1,356 @@
+"""Applies recorded events to the read model, exactly once in effect.
+
+Each batch is applied in one database transaction that also records the log position it
+reached, so a crash loses the whole batch or nothing, and a redelivered event (position at
+or below the recorded one) is skipped. Works on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, Inexact, localcontext
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
+
+from contracts.events_v1 import (
+    DealCancelled,
+    DealProposed,
+    EventEnvelope,
+    EventType,
+    FacilityAnnounced,
+    FirmRegistered,
+    JointVentureFormed,
+    MeetingHeld,
+    PledgeMade,
+    PledgeRevised,
+    PledgeWithdrawn,
+    TechTransferSigned,
+)
+from services.projections.read_model.tables import (
+    DealStatus,
+    PledgeStatus,
+    TotalsDimension,
+    deal_events,
+    deal_parties,
+    deals,
+    firms,
+    meetings,
+    pledge_totals,
+    pledges,
+    projection_position,
+)
+
+DEFAULT_NAME = "read_model"
+
+DEAL_EVENTS = frozenset({
+    EventType.DEAL_PROPOSED,
+    EventType.PLEDGE_MADE,
+    EventType.PLEDGE_REVISED,
+    EventType.PLEDGE_WITHDRAWN,
+    EventType.TECH_TRANSFER_SIGNED,
+    EventType.JOINT_VENTURE_FORMED,
+    EventType.FACILITY_ANNOUNCED,
+    EventType.DEAL_CANCELLED,
+})
+
+# Enough digits that sums of Numeric(30, 6)-sized amounts never round; rounding would raise.
+EXACT_PRECISION = 80
+
+
+class ProjectionError(Exception):
+    """An event refers to something the read model has never seen: the feed is broken."""
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """What one counted pledge adds to the totals of its sector, firm and country."""
+
+    sector: str
+    firm_code: str
+    country: str
+    currency: str
+    low: Decimal
+    high: Decimal
+    usd_low: Decimal
+    usd_high: Decimal
+
+    @classmethod
+    def of(cls, pledge: Row[Any]) -> Contribution:
+        return cls(
+            pledge.sector, pledge.firm_code, pledge.firm_country, pledge.currency,
+            pledge.low, pledge.high, pledge.usd_low, pledge.usd_high,
+        )
+
+    def groups(self) -> tuple[tuple[TotalsDimension, str], ...]:
+        return (
+            (TotalsDimension.SECTOR, self.sector),
+            (TotalsDimension.FIRM, self.firm_code),
+            (TotalsDimension.COUNTRY, self.country),
+        )
+
+
+Handler = Callable[[Connection, EventEnvelope, Any], None]
+
+
+class ReadModelProjector:
+    """Keeps the read model's tables in step with the registry's log."""
+
+    def __init__(self, engine: Engine, name: str = DEFAULT_NAME) -> None:
+        self.engine = engine
+        self.name = name
+        self._handlers: dict[EventType, Handler] = {
+            EventType.FIRM_REGISTERED: self._firm_registered,
+            EventType.MEETING_HELD: self._meeting_held,
+            EventType.DEAL_PROPOSED: self._deal_proposed,
+            EventType.PLEDGE_MADE: self._pledge_made,
+            EventType.PLEDGE_REVISED: self._pledge_revised,
+            EventType.PLEDGE_WITHDRAWN: self._pledge_withdrawn,
+            EventType.TECH_TRANSFER_SIGNED: self._tech_transfer_signed,
+            EventType.JOINT_VENTURE_FORMED: self._joint_venture_formed,
+            EventType.FACILITY_ANNOUNCED: self._facility_announced,
+            EventType.DEAL_CANCELLED: self._deal_cancelled,
+        }
+
+    def position(self) -> int:
+        """The log position the read model reflects; 0 before any event."""
+        with self.engine.connect() as conn:
+            stored = conn.execute(
+                select(projection_position.c.position)
+                .where(projection_position.c.name == self.name)
+            ).scalar()
+        return int(stored or 0)
+
+    def apply(self, envelopes: Sequence[EventEnvelope]) -> int:
+        """Apply the envelopes beyond the recorded position, in one transaction; return it."""
+        with self.engine.begin() as conn:
+            current = self._lock_position(conn)
+            reached = current
+            for envelope in sorted(envelopes, key=lambda e: e.position):
+                if envelope.position <= reached:
+                    continue  # Already applied: redelivery must have no second effect.
+                self._apply_one(conn, envelope)
+                reached = envelope.position
+            if reached != current:
+                conn.execute(
+                    update(projection_position)
+                    .where(projection_position.c.name == self.name)
+                    .values(position=reached)
+                )
+        return reached
+
+    def _lock_position(self, conn: Connection) -> int:
+        # FOR UPDATE serialises concurrent projectors on PostgreSQL; SQLite has one writer anyway.
+        stored = conn.execute(
+            select(projection_position.c.position)
+            .where(projection_position.c.name == self.name)
+            .with_for_update()
+        ).scalar()
+        if stored is None:
+            conn.execute(insert(projection_position).values(name=self.name, position=0))
+            return 0
+        return int(stored)
+
+    def _apply_one(self, conn: Connection, envelope: EventEnvelope) -> None:
+        self._handlers[envelope.type](conn, envelope, envelope.typed_payload())
+        if envelope.type in DEAL_EVENTS:
+            self._record_deal_event(conn, envelope)
+
+    # Firms and meetings
+
+    def _firm_registered(self, conn: Connection, e: EventEnvelope, p: FirmRegistered) -> None:
+        conn.execute(insert(firms).values(
+            firm_id=e.aggregate_id, code=p.code, name=p.name, country=p.country, kind=p.kind,
+            registered_at=e.occurred_at, position=e.position,
+        ))
+
+    def _meeting_held(self, conn: Connection, e: EventEnvelope, p: MeetingHeld) -> None:
+        conn.execute(insert(meetings).values(
+            meeting_id=e.aggregate_id, title=p.title, location=p.location,
+            closed_door=p.closed_door, attendees=list(p.attendees),
+            government_bodies=list(p.government_bodies), sectors=list(p.sectors),
+            summary=p.summary, occurred_at=e.occurred_at, recorded_at=e.recorded_at,
+            position=e.position,
+        ))
+
+    # Deals
+
+    def _deal_proposed(self, conn: Connection, e: EventEnvelope, p: DealProposed) -> None:
+        conn.execute(insert(deals).values(
+            deal_id=e.aggregate_id, title=p.title, format=p.format, sector=p.sector,
+            status=DealStatus.PROPOSED.value, parties=list(p.parties), description=p.description,
+            version=e.aggregate_version, proposed_at=e.occurred_at, updated_at=e.occurred_at,
+            proposed_position=e.position, last_position=e.position,
+            tech_transfers=[], joint_ventures=[], facilities=[], cancellation=None,
+        ))
+        for firm_code in dict.fromkeys(p.parties):  # A party named twice is one party.
+            conn.execute(insert(deal_parties).values(deal_id=e.aggregate_id, firm_code=firm_code))
+
+    def _tech_transfer_signed(
+        self, conn: Connection, e: EventEnvelope, p: TechTransferSigned
+    ) -> None:
+        detail = {**p.model_dump(mode="json"), "signed_at": e.occurred_at.isoformat()}
+        self._add_agreement(conn, e.aggregate_id, "tech_transfers", detail)
+
+    def _joint_venture_formed(
+        self, conn: Connection, e: EventEnvelope, p: JointVentureFormed
+    ) -> None:
+        detail = {
+            "venture_name": p.venture_name,
+            "equity": {firm: str(share) for firm, share in p.equity.items()},
+            "formed_at": e.occurred_at.isoformat(),
+        }
+        self._add_agreement(conn, e.aggregate_id, "joint_ventures", detail)
+
+    def _facility_announced(
+        self, conn: Connection, e: EventEnvelope, p: FacilityAnnounced
+    ) -> None:
+        detail = {**p.model_dump(mode="json"), "announced_at": e.occurred_at.isoformat()}
+        self._add_agreement(conn, e.aggregate_id, "facilities", detail)
+
+    def _add_agreement(
+        self, conn: Connection, deal_id: UUID, column: str, detail: dict[str, Any]
+    ) -> None:
+        deal = self._deal(conn, deal_id)
+        # A cancelled deal stays cancelled; the registry should not send this, but never revive.
+        status = deal.status if deal.status == DealStatus.CANCELLED else DealStatus.AGREED.value
+        conn.execute(
+            update(deals).where(deals.c.deal_id == deal_id)
+            .values({column: [*getattr(deal, column), detail], "status": status})
+        )
+
+    def _deal_cancelled(self, conn: Connection, e: EventEnvelope, p: DealCancelled) -> None:
+        self._deal(conn, e.aggregate_id)
+        counted = conn.execute(
+            select(pledges).where(pledges.c.deal_id == e.aggregate_id, pledges.c.counted)
+        ).all()
+        for pledge in counted:
+            self._adjust_totals(conn, Contribution.of(pledge), -1)
+        conn.execute(
+            update(pledges).where(pledges.c.deal_id == e.aggregate_id).values(counted=False)
+        )
+        conn.execute(
+            update(deals).where(deals.c.deal_id == e.aggregate_id).values(
+                status=DealStatus.CANCELLED.value,
+                cancellation={"reason": p.reason, "cancelled_at": e.occurred_at.isoformat()},
+            )
+        )
+
+    def _record_deal_event(self, conn: Connection, e: EventEnvelope) -> None:
+        conn.execute(
+            update(deals).where(deals.c.deal_id == e.aggregate_id).values(
+                version=e.aggregate_version, updated_at=e.occurred_at, last_position=e.position
+            )
+        )
+        conn.execute(insert(deal_events).values(
+            position=e.position, deal_id=e.aggregate_id, aggregate_version=e.aggregate_version,
+            type=e.type.value, event_id=e.event_id, occurred_at=e.occurred_at,
+            recorded_at=e.recorded_at, recorded_by=e.recorded_by,
+            payload=e.model_dump(mode="json")["payload"], hash=e.hash,
+            previous_hash=e.previous_hash,
+        ))
+
+    # Pledges
+
+    def _pledge_made(self, conn: Connection, e: EventEnvelope, p: PledgeMade) -> None:
+        deal = self._deal(conn, e.aggregate_id)
+        country = conn.execute(select(firms.c.country).where(firms.c.code == p.firm)).scalar()
+        if country is None:
+            raise ProjectionError(f"pledge {p.pledge_id} at position {e.position} names "
+                                  f"unregistered firm {p.firm!r}")
+        counted = deal.status != DealStatus.CANCELLED
+        conn.execute(insert(pledges).values(
+            deal_id=e.aggregate_id, pledge_id=p.pledge_id, firm_code=p.firm, firm_country=country,
+            sector=deal.sector, currency=p.amount.currency, low=p.amount.low,
+            high=p.amount.high, usd_low=p.usd.low, usd_high=p.usd.high,
+            units_per_usd=p.usd.units_per_usd, rate_source=p.usd.rate_source,
+            status=PledgeStatus.ACTIVE.value, counted=counted, made_at=e.occurred_at,
+            revisions=0, position=e.position,
+        ))
+        if counted:
+            self._adjust_totals(conn, Contribution(
+                deal.sector, p.firm, country, p.amount.currency,
+                p.amount.low, p.amount.high, p.usd.low, p.usd.high,
+            ), +1)
+
+    def _pledge_revised(self, conn: Connection, e: EventEnvelope, p: PledgeRevised) -> None:
+        before = self._pledge(conn, e.aggregate_id, p.pledge_id, e.position)
+        after = Contribution(
+            before.sector, before.firm_code, before.firm_country, p.amount.currency,
+            p.amount.low, p.amount.high, p.usd.low, p.usd.high,
+        )
+        if before.counted:
+            self._adjust_totals(conn, Contribution.of(before), -1)
+            self._adjust_totals(conn, after, +1)
+        conn.execute(
+            update(pledges)
+            .where(pledges.c.deal_id == e.aggregate_id, pledges.c.pledge_id == p.pledge_id)
+            .values(
+                currency=p.amount.currency, low=p.amount.low, high=p.amount.high,
+                usd_low=p.usd.low, usd_high=p.usd.high, units_per_usd=p.usd.units_per_usd,
+                rate_source=p.usd.rate_source, revisions=before.revisions + 1,
+                revised_at=e.occurred_at, revision_reason=p.reason,
+            )
+        )
+
+    def _pledge_withdrawn(self, conn: Connection, e: EventEnvelope, p: PledgeWithdrawn) -> None:
+        pledge = self._pledge(conn, e.aggregate_id, p.pledge_id, e.position)
+        if pledge.counted:
+            self._adjust_totals(conn, Contribution.of(pledge), -1)
+        conn.execute(
+            update(pledges)
+            .where(pledges.c.deal_id == e.aggregate_id, pledges.c.pledge_id == p.pledge_id)
+            .values(
+                status=PledgeStatus.WITHDRAWN.value, counted=False, withdrawn_at=e.occurred_at,
+                withdrawal_reason=p.reason,
+            )
+        )
+
+    def _adjust_totals(self, conn: Connection, pledge: Contribution, sign: int) -> None:
+        """Add (sign +1) or remove (sign -1) one pledge from its three groups' totals."""
+        for dimension, key in pledge.groups():
+            where = (
+                pledge_totals.c.dimension == dimension.value,
+                pledge_totals.c.group_key == key,
+                pledge_totals.c.currency == pledge.currency,
+            )
+            row = conn.execute(select(pledge_totals).where(*where)).first()
+            if row is None:
+                conn.execute(insert(pledge_totals).values(
+                    dimension=dimension.value, group_key=key, currency=pledge.currency,
+                    pledge_count=sign, low=sign * pledge.low, high=sign * pledge.high,
+                    usd_low=sign * pledge.usd_low, usd_high=sign * pledge.usd_high,
+                ))
+                continue
+            count = row.pledge_count + sign
+            if count == 0:
+                conn.execute(delete(pledge_totals).where(*where))
+                continue
+            with localcontext() as exact:
+                exact.prec = EXACT_PRECISION
+                exact.traps[Inexact] = True
+                sums = {
+                    column: getattr(row, column) + sign * getattr(pledge, column)
+                    for column in ("low", "high", "usd_low", "usd_high")
+                }
+            conn.execute(update(pledge_totals).where(*where).values(pledge_count=count, **sums))
+
+    # Lookups
+
+    def _deal(self, conn: Connection, deal_id: UUID) -> Row[Any]:
+        deal = conn.execute(select(deals).where(deals.c.deal_id == deal_id)).first()
+        if deal is None:
+            raise ProjectionError(f"event for deal {deal_id} before it was proposed")
+        return deal
+
+    def _pledge(self, conn: Connection, deal_id: UUID, pledge_id: str, position: int) -> Row[Any]:
+        pledge = conn.execute(
+            select(pledges).where(pledges.c.deal_id == deal_id, pledges.c.pledge_id == pledge_id)
+        ).first()
+        if pledge is None:
+            raise ProjectionError(
+                f"event at position {position} names unknown pledge {pledge_id} of deal {deal_id}"
+            )
+        return pledge

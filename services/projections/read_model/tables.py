@@ -1,0 +1,221 @@
+"""The read model's tables: what the projector writes and the query API reads.
+
+Amounts are stored as decimal text, not SQL NUMERIC: SQLite keeps NUMERIC as a float, and
+totals must stay exact on every backend. Pledge totals are kept up to date by the projector
+in `rm_pledge_totals`, so a totals query reads a few rows instead of summing every pledge.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
+
+
+class DealStatus(StrEnum):
+    PROPOSED = "proposed"
+    AGREED = "agreed"
+    CANCELLED = "cancelled"
+
+
+class PledgeStatus(StrEnum):
+    ACTIVE = "active"
+    WITHDRAWN = "withdrawn"
+
+
+class TotalsDimension(StrEnum):
+    """What pledge totals are grouped by; the group key is a sector, firm code or country."""
+
+    SECTOR = "sector"
+    FIRM = "firm"
+    COUNTRY = "country"
+
+
+class DecimalText(TypeDecorator[Decimal]):
+    """An exact Decimal stored as its text, identical on SQLite and PostgreSQL."""
+
+    impl = String(80)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> str | None:
+        return None if value is None else str(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+read_model = MetaData()
+
+firms = Table(
+    "rm_firms",
+    read_model,
+    Column("firm_id", Uuid, primary_key=True),
+    Column("code", String(100), nullable=False, unique=True),
+    Column("name", String(300), nullable=False),
+    Column("country", String(8), nullable=False),
+    Column("kind", String(100), nullable=False),
+    Column("registered_at", UtcDateTime, nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Index("ix_rm_firms_country_code", "country", "code"),
+    Index("ix_rm_firms_kind_code", "kind", "code"),
+)
+
+meetings = Table(
+    "rm_meetings",
+    read_model,
+    Column("meeting_id", Uuid, primary_key=True),
+    Column("title", String(500), nullable=False),
+    Column("location", String(300), nullable=False),
+    Column("closed_door", Boolean, nullable=False),
+    Column("attendees", JSON, nullable=False),
+    Column("government_bodies", JSON, nullable=False),
+    Column("sectors", JSON, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("position", BigInteger, nullable=False),
+    # Listed newest first.
+    Index("ix_rm_meetings_occurred", "occurred_at", "position"),
+)
+
+deals = Table(
+    "rm_deals",
+    read_model,
+    Column("deal_id", Uuid, primary_key=True),
+    Column("title", String(500), nullable=False),
+    Column("format", String(50), nullable=False),
+    Column("sector", String(50), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("parties", JSON, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("proposed_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("proposed_position", BigInteger, nullable=False),
+    Column("last_position", BigInteger, nullable=False),
+    # Lists of what was signed, formed or announced; a deal may see more than one.
+    Column("tech_transfers", JSON, nullable=False),
+    Column("joint_ventures", JSON, nullable=False),
+    Column("facilities", JSON, nullable=False),
+    Column("cancellation", JSON, nullable=True),
+    # Deals are listed newest first, optionally filtered by one of these columns.
+    Index("ix_rm_deals_proposed", "proposed_position"),
+    Index("ix_rm_deals_sector", "sector", "proposed_position"),
+    Index("ix_rm_deals_format", "format", "proposed_position"),
+    Index("ix_rm_deals_status", "status", "proposed_position"),
+)
+
+# One row per party of a deal, so "deals of this firm" is an indexed lookup, not a JSON scan.
+deal_parties = Table(
+    "rm_deal_parties",
+    read_model,
+    Column("deal_id", Uuid, primary_key=True),
+    Column("firm_code", String(100), primary_key=True),
+    Index("ix_rm_deal_parties_firm", "firm_code", "deal_id"),
+)
+
+pledges = Table(
+    "rm_pledges",
+    read_model,
+    Column("deal_id", Uuid, primary_key=True),
+    Column("pledge_id", String(200), primary_key=True),
+    Column("firm_code", String(100), nullable=False),
+    Column("firm_country", String(8), nullable=False),
+    Column("sector", String(50), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("low", DecimalText, nullable=False),
+    Column("high", DecimalText, nullable=False),
+    Column("usd_low", DecimalText, nullable=False),
+    Column("usd_high", DecimalText, nullable=False),
+    Column("units_per_usd", DecimalText, nullable=False),
+    Column("rate_source", String(300), nullable=False),
+    Column("status", String(20), nullable=False),
+    # True while the pledge is in the totals: active and its deal not cancelled.
+    Column("counted", Boolean, nullable=False),
+    Column("made_at", UtcDateTime, nullable=False),
+    Column("revisions", Integer, nullable=False),
+    Column("revised_at", UtcDateTime, nullable=True),
+    Column("revision_reason", Text, nullable=True),
+    Column("withdrawn_at", UtcDateTime, nullable=True),
+    Column("withdrawal_reason", Text, nullable=True),
+    Column("position", BigInteger, nullable=False),
+    Index("ix_rm_pledges_firm", "firm_code"),
+)
+
+pledge_totals = Table(
+    "rm_pledge_totals",
+    read_model,
+    Column("dimension", String(10), primary_key=True),
+    Column("group_key", String(100), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("pledge_count", Integer, nullable=False),
+    Column("low", DecimalText, nullable=False),
+    Column("high", DecimalText, nullable=False),
+    Column("usd_low", DecimalText, nullable=False),
+    Column("usd_high", DecimalText, nullable=False),
+)
+
+deal_events = Table(
+    "rm_deal_events",
+    read_model,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("deal_id", Uuid, nullable=False),
+    Column("aggregate_version", Integer, nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("event_id", String(200), nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("recorded_by", String(100), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("hash", String(128), nullable=False),
+    Column("previous_hash", String(128), nullable=False),
+    Index("ix_rm_deal_events_deal_version", "deal_id", "aggregate_version", unique=True),
+)
+
+projection_position = Table(
+    "rm_projection_position",
+    read_model,
+    Column("name", String(100), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+
+
+def create_read_schema(engine: Engine) -> None:
+    """Create the read model's tables and indexes where missing; run once at start-up."""
+    read_model.create_all(engine)

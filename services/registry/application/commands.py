@@ -1,0 +1,41 @@
+"""The registry's one command: record what a partner says happened.
+
+The partner's submission (a contract model) is the command's body; the principal comes
+from the API key, never from the body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contracts.submissions_v1 import (
+    DealCancelledSubmission,
+    DealProposedSubmission,
+    FacilityAnnouncedSubmission,
+    FirmRegisteredSubmission,
+    JointVentureFormedSubmission,
+    MeetingHeldSubmission,
+    PledgeMadeSubmission,
+    PledgeRevisedSubmission,
+    PledgeWithdrawnSubmission,
+    TechTransferSignedSubmission,
+)
+
+AnySubmission = (
+    FirmRegisteredSubmission
+    | MeetingHeldSubmission
+    | DealProposedSubmission
+    | PledgeMadeSubmission
+    | PledgeRevisedSubmission
+    | PledgeWithdrawnSubmission
+    | TechTransferSignedSubmission
+    | JointVentureFormedSubmission
+    | FacilityAnnouncedSubmission
+    | DealCancelledSubmission
+)
+
+
+@dataclass(frozen=True)
+class RecordPartnerEvent:
+    principal: str
+    submission: AnySubmission

@@ -1,0 +1,110 @@
+"""Translation of stored domain events into the v1 contract envelope that leaves the registry.
+
+Receipts are bookkeeping of the write side and never leave it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from eventsourcing.persistence import Mapper, Notification
+
+from contracts.events_v1 import EventEnvelope, EventType
+from services.registry.domain.deal import Deal, PledgeAmountEvent
+from services.registry.domain.firm import Firm
+from services.registry.domain.meeting import Meeting
+from services.registry.domain.recorded import RecordedEvent, canonical_value
+
+
+def _amount_payload(e: PledgeAmountEvent) -> dict[str, Any]:
+    return {
+        "pledge_id": e.pledge_id,
+        "amount": {"low": e.amount_low, "high": e.amount_high, "currency": e.currency},
+        "usd": {
+            "low": e.usd_low,
+            "high": e.usd_high,
+            "units_per_usd": e.units_per_usd,
+            "rate_source": e.rate_source,
+        },
+    }
+
+
+PayloadOf = Callable[[Any], dict[str, Any]]
+
+TRANSLATIONS: dict[type[RecordedEvent], tuple[EventType, PayloadOf]] = {
+    Firm.Registered: (
+        EventType.FIRM_REGISTERED,
+        lambda e: {"code": e.code, "name": e.name, "country": e.country, "kind": e.kind},
+    ),
+    Meeting.Held: (
+        EventType.MEETING_HELD,
+        lambda e: {
+            "title": e.title, "location": e.location, "closed_door": e.closed_door,
+            "attendees": list(e.attendees), "government_bodies": list(e.government_bodies),
+            "sectors": list(e.sectors), "summary": e.summary,
+        },
+    ),
+    Deal.Proposed: (
+        EventType.DEAL_PROPOSED,
+        lambda e: {
+            "title": e.title, "format": e.format, "sector": e.sector,
+            "parties": list(e.parties), "description": e.description,
+        },
+    ),
+    Deal.PledgeMade: (
+        EventType.PLEDGE_MADE, lambda e: {**_amount_payload(e), "firm": e.firm}
+    ),
+    Deal.PledgeRevised: (
+        EventType.PLEDGE_REVISED, lambda e: {**_amount_payload(e), "reason": e.reason}
+    ),
+    Deal.PledgeWithdrawn: (
+        EventType.PLEDGE_WITHDRAWN, lambda e: {"pledge_id": e.pledge_id, "reason": e.reason}
+    ),
+    Deal.TechTransferSigned: (
+        EventType.TECH_TRANSFER_SIGNED,
+        lambda e: {"technology": e.technology, "licensor": e.licensor, "licensee": e.licensee},
+    ),
+    Deal.JointVentureFormed: (
+        EventType.JOINT_VENTURE_FORMED,
+        lambda e: {"venture_name": e.venture_name, "equity": dict(e.equity)},
+    ),
+    Deal.FacilityAnnounced: (
+        EventType.FACILITY_ANNOUNCED,
+        lambda e: {
+            "facility": e.facility, "location": e.location, "capacity": e.capacity,
+            "materials": list(e.materials),
+        },
+    ),
+    Deal.Cancelled: (EventType.DEAL_CANCELLED, lambda e: {"reason": e.reason}),
+}
+
+
+def to_envelope(event: Any, position: int) -> EventEnvelope | None:
+    """The contract form of a domain event, or None for events that stay inside the registry."""
+    translation = TRANSLATIONS.get(type(event))
+    if translation is None:
+        return None
+    event_type, payload_of = translation
+    return EventEnvelope(
+        event_id=event.partner_event_id,
+        type=event_type,
+        aggregate_id=event.originator_id,
+        aggregate_version=event.originator_version,
+        position=position,
+        occurred_at=event.occurred_at,
+        recorded_at=event.timestamp,
+        recorded_by=event.recorded_by,
+        previous_hash=event.previous_hash,
+        hash=event.hash(),
+        payload=canonical_value(payload_of(event)),
+    )
+
+
+def envelopes_from(notifications: list[Notification], mapper: Mapper[Any]) -> list[EventEnvelope]:
+    envelopes = []
+    for notification in notifications:
+        envelope = to_envelope(mapper.to_domain_event(notification), notification.id)
+        if envelope is not None:
+            envelopes.append(envelope)
+    return envelopes

@@ -1,0 +1,135 @@
+"""API keys: stored as SHA-256 digests, each with a role; the key's name is the principal.
+
+Keys are 32 random bytes, so a fast digest is enough: there is nothing to brute-force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, insert, select
+
+from services.shared.errors import ApiError
+
+KEY_PREFIX = "drk_"
+
+
+class Role(StrEnum):
+    PARTNER = "partner"
+    READER = "reader"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+# What each kind of endpoint admits. Partners may read so they can learn aggregate versions.
+CAN_WRITE = frozenset({Role.PARTNER, Role.ADMIN})
+CAN_READ = frozenset(Role)
+CAN_AUDIT = frozenset({Role.AUDITOR, Role.ADMIN})
+
+key_tables = MetaData()
+api_keys = Table(
+    "dealreg_api_keys",
+    key_tables,
+    Column("digest", String(64), primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("role", String(20), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: Role
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class ApiKeyStore:
+    """Creates keys and resolves a presented key to its principal."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create_schema(self) -> None:
+        key_tables.create_all(self.engine)
+
+    def create(self, name: str, role: Role) -> str:
+        """Store a new key and return it; only its digest is kept."""
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(api_keys).values(
+                    digest=digest(key), name=name, role=role.value, created_at=datetime.now(UTC)
+                )
+            )
+        return key
+
+    def name_taken(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(api_keys.c.name).where(api_keys.c.name == name)).first() \
+                is not None
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return len(conn.execute(select(api_keys.c.digest)).all())
+
+    def resolve(self, key: str) -> Principal | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(api_keys.c.name, api_keys.c.role).where(api_keys.c.digest == digest(key))
+            ).first()
+        return None if row is None else Principal(row.name, Role(row.role))
+
+
+def bearer_key(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if not header:
+        raise ApiError(
+            401, "unauthenticated", "send an API key as 'Authorization: Bearer KEY'",
+            field="Authorization", rule="required",
+        )
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(
+            401, "unauthenticated", "the Authorization header must be 'Bearer KEY'",
+            field="Authorization", rule="bearer",
+        )
+    return key.strip()
+
+
+def require_role(store_of: Callable[[Request], ApiKeyStore], allowed: frozenset[Role]):
+    """A FastAPI dependency admitting only keys whose role is in `allowed`."""
+
+    def dependency(request: Request) -> Principal:
+        principal = store_of(request).resolve(bearer_key(request))
+        if principal is None:
+            raise ApiError(401, "unauthenticated", "unknown API key", field="Authorization",
+                           rule="known_key")
+        if principal.role not in allowed:
+            roles = ", ".join(sorted(r.value for r in allowed))
+            raise ApiError(
+                403, "forbidden", f"a {principal.role.value} key cannot do this; needs {roles}",
+                field="Authorization", rule="role",
+            )
+        return principal
+
+    return dependency
+
+
+def key_store_of(request: Request) -> ApiKeyStore:
+    return request.app.state.api_keys
+
+
+Writer = Annotated[Principal, Depends(require_role(key_store_of, CAN_WRITE))]
+Reader = Annotated[Principal, Depends(require_role(key_store_of, CAN_READ))]
+Auditor = Annotated[Principal, Depends(require_role(key_store_of, CAN_AUDIT))]

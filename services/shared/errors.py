@@ -1,0 +1,103 @@
+"""The one error format every endpoint answers with.
+
+    {"error": {"status": 422, "code": "invalid_value", "message": "...",
+               "field": "payload.amount.low", "rule": "positive", "details": [...]}}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("dealreg.http")
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, raised anywhere below a route."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        rule: str | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.rule = rule
+        self.extra = extra
+
+
+def error_body(
+    status: int, code: str, message: str, field: str | None = None, rule: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"status": status, "code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    if rule is not None:
+        error["rule"] = rule
+    error.update(extra)
+    return {"error": error}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **kw: Any
+) -> JSONResponse:
+    return JSONResponse(error_body(status, code, message, **kw), status_code=status, headers=headers)
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    # Drop "body" and the discriminator tag pydantic inserts ("pledge_made") from the path.
+    return ".".join(str(p) for p in loc if p != "body" and p not in _TAGS)
+
+
+_TAGS = {
+    "firm_registered", "meeting_held", "deal_proposed", "pledge_made", "pledge_revised",
+    "pledge_withdrawn", "tech_transfer_signed", "joint_venture_formed", "facility_announced",
+    "deal_cancelled",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(
+            exc.status, exc.code, exc.message, field=exc.field, rule=exc.rule, **exc.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": _location(e.get("loc", ())), "rule": e.get("type", "invalid"),
+             "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        first = details[0] if details else {"field": None, "rule": "invalid", "message": ""}
+        return error_response(
+            422, "invalid_request", f"{first['field'] or 'body'}: {first['message']}",
+            field=first["field"], rule=first["rule"], details=details,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(
+            exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug or an outage below us: log it whole, tell the client only what it can act on.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(503, "unavailable", "the service could not complete the request")

@@ -1,0 +1,101 @@
+"""The one settings object: DEALREG_* environment variables, or a mapping passed in by tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+
+
+def is_postgres(url: str | None) -> bool:
+    return bool(url) and urlsplit(url).scheme in POSTGRES_SCHEMES  # type: ignore[arg-type]
+
+
+def sqlalchemy_url(url: str) -> str:
+    """SQLAlchemy needs the psycopg 3 driver named explicitly."""
+    parts = urlsplit(url)
+    if parts.scheme in POSTGRES_SCHEMES:
+        return parts._replace(scheme="postgresql+psycopg").geturl()
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEALREG_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./data"), description="Folder for the SQLite files")
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL of the event store; SQLite in data_dir if unset"
+    )
+    read_database_url: str | None = Field(
+        default=None,
+        description="URL of the read models; defaults to database_url, else SQLite in data_dir",
+    )
+    environment: str = Field(default="development", pattern="^(development|production|test)$")
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    projection_poll_seconds: float = Field(default=0.5, gt=0)
+    freshness_wait_seconds: float = Field(
+        default=5.0, ge=0, description="How long a read with min_position waits for projections"
+    )
+    log_level: str = "INFO"
+
+    @field_validator("database_url", "read_database_url")
+    @classmethod
+    def _supported_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in (*POSTGRES_SCHEMES, "sqlite"):
+            raise ValueError(f"unsupported database URL scheme {scheme!r}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _event_store_is_postgres(cls, value: str | None) -> str | None:
+        if value is not None and not is_postgres(value):
+            raise ValueError("DEALREG_DATABASE_URL must be a PostgreSQL URL (unset means SQLite)")
+        return value
+
+    def event_store_env(self) -> dict[str, str]:
+        """Environment for the eventsourcing library's native SQLite or PostgreSQL module."""
+        if self.database_url is None:
+            return {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(self.data_dir / "events.db"),
+                "SQLITE_LOCK_TIMEOUT": "10",
+            }
+        parts = urlsplit(self.database_url)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": parts.path.lstrip("/"),
+            "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parts.port or 5432),
+            "POSTGRES_USER": unquote(parts.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(parts.password or ""),
+            "POSTGRES_POOL_SIZE": "10",
+            "POSTGRES_MAX_OVERFLOW": "10",
+        }
+
+    def registry_tables_url(self) -> str:
+        """Where the registry keeps its own tables (API keys): beside the events."""
+        if self.database_url is not None:
+            return sqlalchemy_url(self.database_url)
+        return f"sqlite:///{self.data_dir / 'registry.db'}"
+
+    def read_model_url(self) -> str:
+        if self.read_database_url is not None:
+            return sqlalchemy_url(self.read_database_url)
+        if self.database_url is not None:
+            return sqlalchemy_url(self.database_url)
+        return f"sqlite:///{self.data_dir / 'read.db'}"
+
+    def uses_sqlite_files(self) -> bool:
+        return self.database_url is None or self.read_database_url is None
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    return Settings(**(overrides or {}))

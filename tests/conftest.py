@@ -1,0 +1,61 @@
+"""Fixtures shared by every test: a fresh PostgreSQL database per test run.
+
+The local PostgreSQL (127.0.0.1:5432, trust auth) is used where it answers; where a Docker
+engine exists and no local server does, testcontainers starts one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+ADMIN_URL = os.environ.get("DEALREG_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _local_postgres_answers() -> bool:
+    try:
+        with psycopg.connect(ADMIN_URL, connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """Admin URL of a PostgreSQL server that the tests may create databases on."""
+    if _local_postgres_answers():
+        yield ADMIN_URL
+        return
+    try:
+        from testcontainers.postgres import PostgresContainer  # type: ignore[import-not-found]
+    except ImportError:
+        pytest.fail(f"no PostgreSQL at {ADMIN_URL} and testcontainers is not installed")
+    with PostgresContainer("postgres:15", driver=None) as container:
+        yield container.get_connection_url()
+
+
+def _create_database(admin_url: str, name: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = admin_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+def _drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A new, empty database for one test, dropped afterwards."""
+    name = f"dealreg_test_{uuid.uuid4().hex[:12]}"
+    url = _create_database(postgres_server, name)
+    try:
+        yield url
+    finally:
+        _drop_database(postgres_server, name)
