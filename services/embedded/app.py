@@ -53,6 +53,8 @@ def create_embedded_app(settings: Settings) -> FastAPI:
         finally:
             feed.stop()
             store.close()
+            read_engine.dispose()
+            key_store.engine.dispose()
 
     app = FastAPI(
         title="Deal Registry", version="0.1.0", description=DESCRIPTION, lifespan=lifespan

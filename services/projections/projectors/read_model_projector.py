@@ -14,6 +14,8 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from contracts.events_v1 import (
     DealCancelled,
@@ -30,6 +32,8 @@ from contracts.events_v1 import (
     TechTransferSigned,
 )
 from services.projections.read_model.tables import (
+    EXACT_PRECISION,
+    READ_MODEL_PROJECTOR,
     DealStatus,
     PledgeStatus,
     TotalsDimension,
@@ -43,8 +47,6 @@ from services.projections.read_model.tables import (
     projection_position,
 )
 
-DEFAULT_NAME = "read_model"
-
 DEAL_EVENTS = frozenset({
     EventType.DEAL_PROPOSED,
     EventType.PLEDGE_MADE,
@@ -55,9 +57,6 @@ DEAL_EVENTS = frozenset({
     EventType.FACILITY_ANNOUNCED,
     EventType.DEAL_CANCELLED,
 })
-
-# Enough digits that sums of Numeric(30, 6)-sized amounts never round; rounding would raise.
-EXACT_PRECISION = 80
 
 
 class ProjectionError(Exception):
@@ -92,13 +91,18 @@ class Contribution:
         )
 
 
+def signed(amount: Decimal, sign: int) -> Decimal:
+    # copy_negate never rounds; multiplying by -1 would round to the context's 28 digits.
+    return amount if sign > 0 else amount.copy_negate()
+
+
 Handler = Callable[[Connection, EventEnvelope, Any], None]
 
 
 class ReadModelProjector:
     """Keeps the read model's tables in step with the registry's log."""
 
-    def __init__(self, engine: Engine, name: str = DEFAULT_NAME) -> None:
+    def __init__(self, engine: Engine, name: str = READ_MODEL_PROJECTOR) -> None:
         self.engine = engine
         self.name = name
         self._handlers: dict[EventType, Handler] = {
@@ -123,8 +127,14 @@ class ReadModelProjector:
             ).scalar()
         return int(stored or 0)
 
-    def apply(self, envelopes: Sequence[EventEnvelope]) -> int:
-        """Apply the envelopes beyond the recorded position, in one transaction; return it."""
+    def apply(
+        self, envelopes: Sequence[EventEnvelope], through_position: int | None = None
+    ) -> int:
+        """Apply the envelopes beyond the recorded position, in one transaction; return it.
+
+        `through_position` says the log was read up to there, so the position advances to it
+        even where the last log entries carried no event for the read model.
+        """
         with self.engine.begin() as conn:
             current = self._lock_position(conn)
             reached = current
@@ -133,6 +143,8 @@ class ReadModelProjector:
                     continue  # Already applied: redelivery must have no second effect.
                 self._apply_one(conn, envelope)
                 reached = envelope.position
+            if through_position is not None:
+                reached = max(reached, through_position)
             if reached != current:
                 conn.execute(
                     update(projection_position)
@@ -143,14 +155,21 @@ class ReadModelProjector:
 
     def _lock_position(self, conn: Connection) -> int:
         # FOR UPDATE serialises concurrent projectors on PostgreSQL; SQLite has one writer anyway.
-        stored = conn.execute(
+        locked = (
             select(projection_position.c.position)
             .where(projection_position.c.name == self.name)
             .with_for_update()
-        ).scalar()
+        )
+        stored = conn.execute(locked).scalar()
         if stored is None:
-            conn.execute(insert(projection_position).values(name=self.name, position=0))
-            return 0
+            # Two projectors starting at once may both get here; only one row may result.
+            dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            conn.execute(
+                dialect_insert(projection_position)
+                .values(name=self.name, position=0)
+                .on_conflict_do_nothing()
+            )
+            stored = conn.execute(locked).scalar_one()
         return int(stored)
 
     def _apply_one(self, conn: Connection, envelope: EventEnvelope) -> None:
@@ -310,6 +329,10 @@ class ReadModelProjector:
 
     def _adjust_totals(self, conn: Connection, pledge: Contribution, sign: int) -> None:
         """Add (sign +1) or remove (sign -1) one pledge from its three groups' totals."""
+        amounts = {
+            column: signed(getattr(pledge, column), sign)
+            for column in ("low", "high", "usd_low", "usd_high")
+        }
         for dimension, key in pledge.groups():
             where = (
                 pledge_totals.c.dimension == dimension.value,
@@ -320,8 +343,7 @@ class ReadModelProjector:
             if row is None:
                 conn.execute(insert(pledge_totals).values(
                     dimension=dimension.value, group_key=key, currency=pledge.currency,
-                    pledge_count=sign, low=sign * pledge.low, high=sign * pledge.high,
-                    usd_low=sign * pledge.usd_low, usd_high=sign * pledge.usd_high,
+                    pledge_count=sign, **amounts,
                 ))
                 continue
             count = row.pledge_count + sign
@@ -331,10 +353,7 @@ class ReadModelProjector:
             with localcontext() as exact:
                 exact.prec = EXACT_PRECISION
                 exact.traps[Inexact] = True
-                sums = {
-                    column: getattr(row, column) + sign * getattr(pledge, column)
-                    for column in ("low", "high", "usd_low", "usd_high")
-                }
+                sums = {column: getattr(row, column) + amount for column, amount in amounts.items()}
             conn.execute(update(pledge_totals).where(*where).values(pledge_count=count, **sums))
 
     # Lookups

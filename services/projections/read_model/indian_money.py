@@ -6,7 +6,7 @@ Indian grouping puts a comma after the last three digits, then after every two:
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 LAKH = Decimal(100_000)
 CRORE = Decimal(10_000_000)
@@ -34,14 +34,22 @@ def group_indian(value: Decimal) -> str:
     return f"{sign}{whole}{dot}{fraction}"
 
 
+def shift_point(value: Decimal, places: int) -> Decimal:
+    """value × 10**places, exactly: only the exponent changes (scaleb would round at 28 digits)."""
+    sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):  # NaN and infinity have no point to move.
+        return value
+    return Decimal((sign, digits, exponent + places))
+
+
 def in_crore(rupees: Decimal) -> Decimal:
     """Rupees expressed in crore, exactly."""
-    return rupees.scaleb(-7)
+    return shift_point(rupees, -7)
 
 
 def in_lakh(rupees: Decimal) -> Decimal:
     """Rupees expressed in lakh, exactly."""
-    return rupees.scaleb(-5)
+    return shift_point(rupees, -5)
 
 
 def inr_range_display(low: Decimal, high: Decimal) -> str:
@@ -56,6 +64,8 @@ def inr_range_display(low: Decimal, high: Decimal) -> str:
         ends, unit = (in_lakh(low), in_lakh(high)), " lakh"
     else:
         ends, unit = (low, high), ""
-    shown = [group_indian(end.quantize(DISPLAY_STEP, rounding=ROUND_HALF_UP)) for end in ends]
+    with localcontext() as roomy:
+        roomy.prec = 80  # quantize refuses results longer than the context's precision.
+        shown = [group_indian(end.quantize(DISPLAY_STEP, rounding=ROUND_HALF_UP)) for end in ends]
     figure = shown[0] if shown[0] == shown[1] else f"{shown[0]}–{shown[1]}"
     return f"₹{figure}{unit}"

@@ -30,6 +30,11 @@ from sqlalchemy import (
     Uuid,
 )
 
+# The tracking row of the projector that feeds these tables.
+READ_MODEL_PROJECTOR = "read_model"
+# Decimal precision at which sums of stored amounts never round (rounding is trapped).
+EXACT_PRECISION = 80
+
 
 class DealStatus(StrEnum):
     PROPOSED = "proposed"
