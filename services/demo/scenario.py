@@ -43,8 +43,10 @@ IST = "+05:30"
 
 
 def demo_id(kind: str, name: str) -> str:
-    """Deterministic UUID (as a string) of a demo deal or meeting."""
-    return str(uuid5(DEMO_NAMESPACE, f"{kind}:{name}"))
+    """Deterministic id of a demo deal or meeting, shaped as the random (version 4) UUID the
+    registry asks partners for, so re-running the demo addresses the same aggregates."""
+    digest = uuid5(DEMO_NAMESPACE, f"{kind}:{name}").bytes
+    return str(UUID(bytes=digest, version=4))
 
 
 # Firms: (code, name, country, kind).

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Gauge
 
 from contracts.submissions_v1 import Receipt
+from services.embedded.projection_feed import EmbeddedProjectionFeed
 from services.projections.projectors.read_model_projector import ReadModelProjector
 from services.projections.query_api.routes import read_router
 from services.projections.read_model.queries import ReadModelQueries
@@ -18,7 +19,6 @@ from services.projections.read_model.tables import create_read_schema
 from services.registry.adapters.event_store import open_event_store
 from services.registry.api.routes import router as write_router
 from services.registry.application.handlers import RecordingService
-from services.embedded.projection_feed import EmbeddedProjectionFeed
 from services.shared.api_keys import ApiKeyStore
 from services.shared.database import create_sql_engine
 from services.shared.errors import install_error_handlers

@@ -54,7 +54,8 @@ def error_body(
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None, **kw: Any
 ) -> JSONResponse:
-    return JSONResponse(error_body(status, code, message, **kw), status_code=status, headers=headers)
+    body = error_body(status, code, message, **kw)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:

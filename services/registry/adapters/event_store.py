@@ -1,7 +1,9 @@
 """The event store: the eventsourcing library's native SQLite or PostgreSQL recorder.
 
-The library's notification log is the outbox: every event gets a gap-free position in one
-transaction with the aggregate's events, and the log is what projections and the relay follow.
+The library's notification log is the outbox: every event gets its position in the same
+transaction as the aggregate's events, and the log is what projections and the relay follow.
+Positions strictly increase; on PostgreSQL a refused save can leave a gap, so consumers
+compare positions and never count them.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import time
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -42,7 +44,7 @@ from services.registry.application.errors import (
 )
 from services.registry.application.rates import DEFAULT_RATES, ReferenceRates
 from services.registry.domain.deal import Deal
-from services.registry.domain.errors import UnknownReference
+from services.registry.domain.errors import InvalidValue, UnknownReference
 from services.registry.domain.firm import Firm
 from services.registry.domain.identities import derived_id, firm_id, receipt_id
 from services.registry.domain.meeting import Meeting
@@ -50,7 +52,10 @@ from services.registry.domain.receipt import IngestionReceipt
 from services.registry.domain.recorded import Provenance, RecordedAggregate
 from services.registry.domain.values import AmountRange, UsdConversion
 
-SAVE_ATTEMPTS = 5
+# Each contended round lets at least one writer through, so this many writers on one
+# aggregate all succeed; the jittered pause keeps the losers from colliding again at once.
+SAVE_ATTEMPTS = 32
+BACKOFF_SECONDS = 0.002
 
 
 def fingerprint(submission: AnySubmission) -> str:
@@ -104,6 +109,7 @@ class RecordingService:
                 if event.originator_version == 1 and self._receipt(rid) is None:
                     raise AlreadyExists("payload", f"{submission.type} target {aggregate.id}") \
                         from None
+                time.sleep(random.uniform(0, BACKOFF_SECONDS))
                 continue
             return Receipt(
                 event_id=submission.event_id,
@@ -149,7 +155,15 @@ class RecordingService:
     # Loading.
 
     def _new_aggregate_id(self, given: UUID | None, kind: str, provenance: Provenance) -> UUID:
-        aggregate_id = given or derived_id(kind, provenance.recorded_by, provenance.partner_event_id)
+        # Ids the registry derives are version 5; a partner's own must be random (version 4),
+        # so no partner can take the id a firm or a derived deal will need later.
+        if given is not None and given.version != 4:
+            raise InvalidValue(
+                f"payload.{kind}_id", "uuid4", f"{kind}_id must be a random (version 4) UUID"
+            )
+        aggregate_id = given or derived_id(
+            kind, provenance.recorded_by, provenance.partner_event_id
+        )
         if self._exists(aggregate_id):
             raise AlreadyExists(f"payload.{kind}_id", f"{kind} {aggregate_id}")
         return aggregate_id
@@ -157,15 +171,22 @@ class RecordingService:
     def _exists(self, aggregate_id: UUID) -> bool:
         return bool(self.store.recorder.select_events(aggregate_id, limit=1))
 
-    def _deal(self, deal_id: UUID) -> Deal:
+    def _load(self, aggregate_id: UUID, kind: type[RecordedAggregate]) -> RecordedAggregate | None:
         try:
-            return self.store.repository.get(deal_id)  # type: ignore[no-any-return]
+            aggregate = self.store.repository.get(aggregate_id)
         except AggregateNotFoundError:
-            raise NotFound("payload.deal_id", f"deal {deal_id}") from None
+            return None
+        return aggregate if isinstance(aggregate, kind) else None
+
+    def _deal(self, deal_id: UUID) -> Deal:
+        deal = self._load(deal_id, Deal)
+        if deal is None:
+            raise NotFound("payload.deal_id", f"deal {deal_id}")
+        return deal  # type: ignore[return-value]
 
     def _require_firms(self, codes: list[str], field: str) -> None:
         for index, code in enumerate(codes):
-            if not self._exists(firm_id(code)):
+            if self._load(firm_id(code), Firm) is None:
                 raise UnknownReference(
                     f"{field}[{index}]", "registered_firm", f"firm {code!r} is not registered"
                 )
@@ -208,7 +229,8 @@ class RecordingService:
         deal = self._deal(s.payload.deal_id)
         amount = self._amount(s.payload.amount)
         pledge_id = s.payload.pledge_id or str(derived_id("pledge", p.recorded_by, s.event_id))
-        deal.make_pledge(pledge_id, s.payload.firm, amount, self._conversion(amount, s.payload.rate), p)
+        usd = self._conversion(amount, s.payload.rate)
+        deal.make_pledge(pledge_id, s.payload.firm, amount, usd, p)
         return deal
 
     def _revise_pledge(self, s: PledgeRevisedSubmission, p: Provenance) -> RecordedAggregate:

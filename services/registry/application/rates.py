@@ -7,7 +7,9 @@ from decimal import Decimal
 
 from services.registry.domain.errors import InvalidValue
 
-REFERENCE_RATE_SOURCE = "Deal Registry reference rates 2025 (INR from the article's $100M = ₹860 crore)"
+REFERENCE_RATE_SOURCE = (
+    "Deal Registry reference rates 2025 (INR from the article's $100M = ₹860 crore)"
+)
 
 
 @dataclass(frozen=True)

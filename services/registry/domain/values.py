@@ -100,7 +100,7 @@ def require_country(code: str, field: str = "country") -> str:
 
 
 def require_firm_code(code: str, field: str = "code") -> str:
-    if not FIRM_CODE_PATTERN.match(code):
+    if not FIRM_CODE_PATTERN.fullmatch(code):
         raise InvalidValue(
             field,
             "firm_code",

@@ -308,13 +308,18 @@ class TestPostgresEventStore(EventStoreContract):
     def settings(self, tmp_path: Path, postgres_url: str) -> Settings:
         return Settings(data_dir=tmp_path / "data", database_url=postgres_url)
 
-    @pytest.mark.xfail(
-        reason="BUG (docs vs behaviour): event_store.py promises 'a gap-free position', but "
-        "PostgreSQL consumes a sequence value on a refused insert, leaving a gap in the log",
-        raises=AssertionError,
-        strict=True,
-    )
     def test_positions_stay_gap_free_after_a_refused_save(
         self, service: RecordingService, store: DealRegistryStore
     ) -> None:
-        super().test_positions_stay_gap_free_after_a_refused_save(service, store)
+        """PostgreSQL's sequence is not rolled back by a refused insert: positions stay strictly
+        increasing, with a gap where the refused event would have been."""
+        record_firms_and_deal(service)
+        head = store.head_position()
+        duplicate = Firm.register(JP_FIRM, "Again", "JP", "other", provenance())
+        with pytest.raises(IntegrityError):
+            store.save(duplicate)
+        record(service, pledge_body("p-1", "pl-1"))
+        ids = [n.id for n in store.read_log(0, 1000)]
+        assert ids == sorted(set(ids))
+        assert ids[:head] == list(range(1, head + 1))
+        assert ids[head] == head + 2

@@ -307,13 +307,6 @@ def test_change_to_an_unknown_deal_is_not_found(
     assert store.head_position() == head
 
 
-@pytest.mark.xfail(
-    reason="BUG: RecordingService._deal returns any aggregate stored under deal_id; a firm's "
-    "id (or a meeting's, or a receipt's) reaches Firm.make_pledge -> AttributeError "
-    "instead of NotFound",
-    raises=AttributeError,
-    strict=True,
-)
 @pytest.mark.parametrize("target", ["firm", "receipt"])
 def test_deal_id_of_another_kind_of_aggregate_is_not_found(
     service: RecordingService, store: DealRegistryStore, with_deal: list[Receipt], target: str
@@ -325,16 +318,12 @@ def test_deal_id_of_another_kind_of_aggregate_is_not_found(
         record(service, pledge_body("p-x", deal_id=other_id))
 
 
-@pytest.mark.xfail(
-    reason="BUG: _require_firms/_exists accept any aggregate at firm_id(code); a deal created "
-    "with deal_id=firm_id('ghost-firm') makes the unregistered 'ghost-firm' pass as a party",
-    raises=pytest.fail.Exception,
-    strict=True,
-)
 def test_party_check_is_not_fooled_by_another_aggregate_at_the_firm_id(
     service: RecordingService, store: DealRegistryStore, with_deal: list[Receipt]
 ) -> None:
-    record(service, deal_body("squat", deal_id=firm_id("ghost-firm"), parties=(IN_FIRM,)))
+    with pytest.raises(InvalidValue) as squat:
+        record(service, deal_body("squat", deal_id=firm_id("ghost-firm"), parties=(IN_FIRM,)))
+    assert (squat.value.field, squat.value.rule) == ("payload.deal_id", "uuid4")
     with pytest.raises(UnknownReference) as caught:
         record(service, deal_body("d-ghost", deal_id=uuid4(), parties=(IN_FIRM, "ghost-firm")))
     assert caught.value.field == "payload.parties[1]"
@@ -646,12 +635,6 @@ def test_retries_absorb_as_many_rival_writers_as_save_attempts(
     assert sorted(r.aggregate_version for r in receipts) == list(range(2, 2 + SAVE_ATTEMPTS))
 
 
-@pytest.mark.xfail(
-    reason="BUG: RecordingService retries a contended save only SAVE_ATTEMPTS=5 times; with 8 "
-    "writers on one deal and no expected_version, the 6th-8th writers get VersionConflict",
-    raises=AssertionError,
-    strict=True,
-)
 def test_eight_concurrent_pledges_on_one_deal_all_succeed(
     service: RecordingService, store: DealRegistryStore, with_deal: list[Receipt]
 ) -> None:

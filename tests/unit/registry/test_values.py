@@ -143,12 +143,6 @@ def test_invalid_firm_codes_are_refused(code: str) -> None:
     refused(lambda: require_firm_code(code), "code", "firm_code")
 
 
-@pytest.mark.xfail(
-    reason="BUG: FIRM_CODE_PATTERN.match with '$' accepts a trailing newline "
-    "('tata-motors\\n' passes); should use fullmatch or \\Z",
-    raises=pytest.fail.Exception,
-    strict=True,
-)
 def test_firm_code_with_trailing_newline_is_refused() -> None:
     refused(lambda: require_firm_code("tata-motors\n"), "code", "firm_code")
 
