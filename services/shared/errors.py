@@ -60,7 +60,7 @@ def error_response(
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
     # Drop "body" and the discriminator tag pydantic inserts ("pledge_made") from the path.
-    return ".".join(str(p) for p in loc if p != "body" and p not in _TAGS)
+    return ".".join(str(p) for p in loc if p != "body" and p not in _TAGS) or "body"
 
 
 _TAGS = {
@@ -84,15 +84,17 @@ def install_error_handlers(app: FastAPI) -> None:
              "message": e.get("msg", "")}
             for e in exc.errors()
         ]
-        first = details[0] if details else {"field": None, "rule": "invalid", "message": ""}
+        first = details[0] if details else {"field": "body", "rule": "invalid", "message": ""}
         return error_response(
-            422, "invalid_request", f"{first['field'] or 'body'}: {first['message']}",
+            422, "invalid_request", f"{first['field']}: {first['message']}",
             field=first["field"], rule=first["rule"], details=details,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
         return error_response(
             exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
         )

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     freshness_wait_seconds: float = Field(
         default=5.0, ge=0, description="How long a read with min_position waits for projections"
     )
+    aggregate_cache_size: int = Field(default=10_000, ge=0)
     log_level: str = "INFO"
 
     @field_validator("database_url", "read_database_url")
@@ -62,14 +63,19 @@ class Settings(BaseSettings):
 
     def event_store_env(self) -> dict[str, str]:
         """Environment for the eventsourcing library's native SQLite or PostgreSQL module."""
+        # Recently used aggregates stay in memory and are fast-forwarded from the store on each
+        # load, so a long-lived deal costs its new events, not its whole history.
+        cache = {"AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size)}
         if self.database_url is None:
             return {
+                **cache,
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": str(self.data_dir / "events.db"),
                 "SQLITE_LOCK_TIMEOUT": "10",
             }
         parts = urlsplit(self.database_url)
         return {
+            **cache,
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": parts.path.lstrip("/"),
             "POSTGRES_HOST": parts.hostname or "127.0.0.1",

@@ -72,7 +72,9 @@ class RecordedEvent(Aggregate.Event):
 
     def apply(self, aggregate: Any) -> None:
         self.evolve(aggregate)
-        aggregate.last_hash = self.hash()
+        # Hashing every event while an aggregate is replayed would cost more than the replay;
+        # only the last event's hash is ever needed, so it is computed on first use.
+        aggregate.last_event = self
 
     def evolve(self, aggregate: Any) -> None:
         """Change the aggregate's state; subclasses override."""
@@ -85,7 +87,11 @@ class RecordedEvent(Aggregate.Event):
 class RecordedAggregate(Aggregate):
     """Aggregate whose events form a hash chain starting at GENESIS_HASH."""
 
-    last_hash = GENESIS_HASH
+    last_event = None  # the newest event applied; set by RecordedEvent.apply
+
+    @property
+    def last_hash(self) -> str:
+        return GENESIS_HASH if self.last_event is None else self.last_event.hash()
 
     def record(self, event_class: type[RecordedEvent], provenance: Provenance, **kw: Any) -> None:
         self.trigger_event(

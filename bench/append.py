@@ -1,0 +1,160 @@
+"""HTTP single-event appends against the embedded service, beside the library's own save rate.
+
+The service runs as `dealreg up` in its own process; the baseline saves bare aggregates with
+the library on the same kind of store (a fresh SQLite file), in the same run, so the ratio
+holds on a noisy machine. Prints one JSON object on its last line.
+
+    python bench/append.py [--quick] [--events N] [--concurrency C]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate
+
+from services.shared.api_keys import ApiKeyStore, Role
+from services.shared.database import create_sql_engine
+from services.shared.settings import Settings
+
+T = "2025-06-01T10:00:00+05:30"
+DEALS = 100
+
+
+class Counter(Aggregate):
+    """A bare aggregate with ~1 KB of state change, for the library's baseline."""
+
+    def __init__(self, note: str) -> None:
+        self.note = note
+
+
+def library_saves_per_second(data_dir: Path, events: int) -> float:
+    app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                           "SQLITE_DBNAME": str(data_dir / "baseline.db")})
+    started = time.perf_counter()
+    for _ in range(events):
+        app.save(Counter("x" * 1000))
+    return events / (time.perf_counter() - started)
+
+
+def start_service(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up", "--port", str(port),
+         "--data-dir", str(data_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "DEALREG_LOG_LEVEL": "WARNING"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the service did not start")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_appends(data_dir: Path, events: int, concurrency: int) -> tuple[float, list[float]]:
+    keys = ApiKeyStore(create_sql_engine(Settings(data_dir=data_dir).registry_tables_url()))
+    keys.create_schema()
+    headers = {"Authorization": f"Bearer {keys.create('bench', Role.PARTNER)}"}
+    process, url = start_service(data_dir)
+    local = threading.local()
+
+    def post(body: dict) -> float:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=url, headers=headers, timeout=30)
+        started = time.perf_counter()
+        response = local.client.post("/v1/events", json=body)
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 201, response.text
+        return elapsed
+
+    try:
+        for code in ("bench-jp", "bench-in"):
+            post({"event_id": f"f-{code}", "type": "firm_registered", "occurred_at": T,
+                  "payload": {"code": code, "name": code, "country": "JP",
+                              "kind": "manufacturer"}})
+        deal_ids = [str(uuid4()) for _ in range(DEALS)]
+        for n, deal_id in enumerate(deal_ids):
+            post({"event_id": f"d-{n}", "type": "deal_proposed", "occurred_at": T,
+                  "payload": {"deal_id": deal_id, "title": "bench",
+                              "format": "equity_investment", "sector": "electric_vehicles",
+                              "parties": ["bench-jp", "bench-in"]}})
+
+        # Pledges go round-robin to existing deals, as partners' updates would.
+        def pledge(n: int) -> float:
+            return post({"event_id": f"p-{n}", "type": "pledge_made", "occurred_at": T,
+                         "payload": {"deal_id": deal_ids[n % DEALS], "pledge_id": f"p-{n}",
+                                     "firm": "bench-jp",
+                                     "amount": {"low": "1000000", "high": "2000000",
+                                                "currency": "USD"}}})
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            latencies = list(pool.map(pledge, range(events)))
+        rate = events / (time.perf_counter() - started)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=15)
+    return rate, latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a run under 60 seconds")
+    parser.add_argument("--events", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, default=1)
+    args = parser.parse_args()
+    events = args.events or (500 if args.quick else 5000)
+    with tempfile.TemporaryDirectory() as folder:
+        baseline = library_saves_per_second(Path(folder), events)
+        ours, latencies = http_appends(Path(folder), events, args.concurrency)
+    latencies.sort()
+    result = {
+        "benchmark": "append",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": {"events": events, "concurrency": args.concurrency, "store": "sqlite",
+                     "deals": DEALS,
+                     "transport": "HTTP/1.1 keep-alive to dealreg up"},
+        "results": [
+            {"metric": f"http_appends_c{args.concurrency}", "ours": round(ours, 1),
+             "baseline": round(baseline, 1), "ratio": round(ours / baseline, 3),
+             "unit": "events/s"},
+            {"metric": "latency_p50", "ours": round(statistics.median(latencies) * 1000, 2),
+             "baseline": None, "ratio": None, "unit": "ms"},
+            {"metric": "latency_p99",
+             "ours": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
+             "baseline": None, "ratio": None, "unit": "ms"},
+        ],
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
