@@ -7,13 +7,12 @@ never rename or repurpose one; anything else is a new schema version.
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 
 class EventType(StrEnum):
@@ -30,7 +29,8 @@ class EventType(StrEnum):
 
 
 class Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Tolerant reader: a consumer on an older model ignores optional fields added later.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class MoneyRange(Payload):
@@ -76,6 +76,7 @@ class DealProposed(Payload):
 class PledgeMade(Payload):
     pledge_id: str
     firm: str
+    firm_country: str = Field(description="ISO 3166 alpha-2 country of the pledging firm")
     amount: MoneyRange
     usd: UsdValue
 
@@ -137,15 +138,19 @@ class EventEnvelope(BaseModel):
 
     event_id: str = Field(description="The partner's id for the event, unique per partner")
     type: EventType
-    schema_version: int = SCHEMA_VERSION
+    schema_version: Literal[1] = SCHEMA_VERSION
     aggregate_id: UUID
     aggregate_version: int = Field(ge=1)
     position: int = Field(ge=1, description="Position in the registry's log")
-    occurred_at: datetime = Field(description="Business time, as given by the partner")
-    recorded_at: datetime = Field(description="When the registry recorded the event")
+    occurred_at: AwareDatetime = Field(description="Business time, as given by the partner")
+    recorded_at: AwareDatetime = Field(description="When the registry recorded the event")
     recorded_by: str = Field(description="Principal (API key name) that recorded the event")
-    previous_hash: str
-    hash: str
+    previous_hash: str = Field(
+        description="hash of the aggregate's previous event; 64 zeros for its first event"
+    )
+    hash: str = Field(
+        description="SHA-256 (hex) of the canonical JSON of the stored event's topic and fields"
+    )
     payload: dict[str, Any]
 
     def typed_payload(self) -> Payload:

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 Code = Annotated[str, Field(min_length=3, max_length=64, examples=["tata-motors"])]
 Text = Annotated[str, Field(max_length=200)]
@@ -196,16 +196,10 @@ class Receipt(BaseModel):
     event_id: str
     type: str
     aggregate_id: UUID
-    aggregate_version: int
-    position: int = Field(description="Position of the event in the registry's log")
+    aggregate_version: int = Field(ge=1)
+    position: int = Field(ge=1, description="Position of the event in the registry's log")
     recorded_at: str
     recorded_by: str
     replayed: bool = Field(
         default=False, description="True when this answers a retry of an accepted event"
     )
-
-    @model_validator(mode="after")
-    def _positive(self) -> Receipt:
-        if self.position < 1 or self.aggregate_version < 1:
-            raise ValueError("position and version start at 1")
-        return self

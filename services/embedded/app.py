@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Gauge
 
 from contracts.submissions_v1 import Receipt
@@ -21,8 +19,8 @@ from services.registry.api.routes import router as write_router
 from services.registry.application.handlers import RecordingService
 from services.shared.api_keys import ApiKeyStore
 from services.shared.database import create_sql_engine
-from services.shared.errors import install_error_handlers
-from services.shared.http_basics import HttpMetrics, install_http_basics
+from services.shared.http_basics import HttpMetrics
+from services.shared.service_app import create_service_app
 from services.shared.settings import Settings
 
 DESCRIPTION = """Event-sourced registry of cross-border clean-tech deals.
@@ -56,10 +54,11 @@ def create_embedded_app(settings: Settings) -> FastAPI:
             read_engine.dispose()
             key_store.engine.dispose()
 
-    app = FastAPI(
-        title="Deal Registry", version="0.1.0", description=DESCRIPTION, lifespan=lifespan
-    )
     metrics = HttpMetrics()
+    app = create_service_app(
+        "Deal Registry", DESCRIPTION, settings, metrics,
+        {"event_store": store.head_position, "read_model": projector.position}, lifespan,
+    )
     appended = Counter(
         "dealreg_events_appended", "Events recorded", ["type"], registry=metrics.registry
     )
@@ -72,36 +71,11 @@ def create_embedded_app(settings: Settings) -> FastAPI:
         appended.labels(receipt.type).inc()
         feed.wake()
 
-    app.state.settings = settings
     app.state.api_keys = key_store
     app.state.recording_service = RecordingService(store)
     app.state.read_queries = ReadModelQueries(read_engine)
     app.state.events_recorded = events_recorded
     app.state.projection_feed = feed
-
-    install_error_handlers(app)
-    install_http_basics(app, settings.max_body_bytes, metrics)
     app.include_router(write_router)
     app.include_router(read_router())
-
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        """The process is up."""
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["health"])
-    def readyz() -> Any:
-        """The event store and the read model answer."""
-        checks: dict[str, str] = {}
-        for name, probe in (("event_store", store.head_position),
-                            ("read_model", projector.position)):
-            try:
-                probe()
-                checks[name] = "ok"
-            except Exception as exc:  # noqa: BLE001 - report, don't crash the probe
-                checks[name] = f"unreachable: {type(exc).__name__}"
-        ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
-                            status_code=200 if ready else 503)
-
     return app

@@ -10,6 +10,7 @@ import logging
 import threading
 
 from services.projections.projectors.read_model_projector import ReadModelProjector
+from services.projections.read_model.progress import LOG_SOURCE, SourceProgress
 from services.registry.adapters.event_store import DealRegistryStore
 from services.registry.relay.contract_events import envelopes_from
 
@@ -34,13 +35,15 @@ class EmbeddedProjectionFeed:
 
     def catch_up(self) -> int:
         """Apply everything in the log past the read model's position; return the new position."""
-        position = self.projector.position()
+        position = self.projector.resume_offsets(LOG_SOURCE).get(0, 0)
         while True:
             notifications = list(self.store.read_log(after=position, limit=self.page_size))
             if not notifications:
                 return position
             envelopes = envelopes_from(notifications, self.store.mapper)
-            position = self.projector.apply(envelopes, through_position=notifications[-1].id)
+            read_to = notifications[-1].id
+            self.projector.apply(envelopes, [SourceProgress.of_log(read_to)])
+            position = read_to
 
     def wake(self) -> None:
         """Called after a write so the new event becomes readable without waiting for a poll."""

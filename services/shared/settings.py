@@ -44,6 +44,22 @@ class Settings(BaseSettings):
     aggregate_cache_size: int = Field(default=10_000, ge=0)
     log_level: str = "INFO"
 
+    # Distributed mode: relay and projection service.
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="host:port[,host:port]")
+    kafka_topic: str = Field(default="dealregistry.events.v1", min_length=1, max_length=200)
+    kafka_dlq_topic: str | None = Field(
+        default=None, description="Dead-letter topic; defaults to the topic name + '.dlq'"
+    )
+    kafka_group_id: str = Field(default="dealreg-projections", min_length=1)
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    relay_page_size: int = Field(default=1000, ge=1, le=100_000)
+    relay_poll_seconds: float = Field(default=0.1, gt=0)
+    relay_max_backoff_seconds: float = Field(default=10.0, gt=0)
+
+    def dead_letter_topic(self) -> str:
+        return self.kafka_dlq_topic or f"{self.kafka_topic}.dlq"
+
     @field_validator("database_url", "read_database_url")
     @classmethod
     def _supported_url(cls, value: str | None) -> str | None:

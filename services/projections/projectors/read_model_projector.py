@@ -31,12 +31,19 @@ from contracts.events_v1 import (
     PledgeWithdrawn,
     TechTransferSigned,
 )
+from services.projections.read_model.progress import (
+    SourceProgress,
+    merged,
+    read_position,
+    stored_offsets,
+)
 from services.projections.read_model.tables import (
     EXACT_PRECISION,
     READ_MODEL_PROJECTOR,
     DealStatus,
     PledgeStatus,
     TotalsDimension,
+    applied_versions,
     deal_events,
     deal_parties,
     deals,
@@ -44,7 +51,8 @@ from services.projections.read_model.tables import (
     meetings,
     pledge_totals,
     pledges,
-    projection_position,
+    projector_lock,
+    source_progress,
 )
 
 DEAL_EVENTS = frozenset({
@@ -91,6 +99,10 @@ class Contribution:
         )
 
 
+def _insert(conn: Connection, table: Any) -> Any:
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
 def signed(amount: Decimal, sign: int) -> Decimal:
     # copy_negate never rounds; multiplying by -1 would round to the context's 28 digits.
     return amount if sign > 0 else amount.copy_negate()
@@ -121,56 +133,80 @@ class ReadModelProjector:
     def position(self) -> int:
         """The log position the read model reflects; 0 before any event."""
         with self.engine.connect() as conn:
-            stored = conn.execute(
-                select(projection_position.c.position)
-                .where(projection_position.c.name == self.name)
-            ).scalar()
-        return int(stored or 0)
+            return read_position(conn, self.name)
+
+    def resume_offsets(self, source: str) -> dict[int, int]:
+        """Last consumed offset per partition of `source` (for the log: the position read)."""
+        return stored_offsets(self.engine, self.name, source)
 
     def apply(
-        self, envelopes: Sequence[EventEnvelope], through_position: int | None = None
+        self, envelopes: Sequence[EventEnvelope], progress: Sequence[SourceProgress] | None = None
     ) -> int:
-        """Apply the envelopes beyond the recorded position, in one transaction; return it.
+        """Apply the envelopes not applied before, and record `progress`, in one transaction.
 
-        `through_position` says the log was read up to there, so the position advances to it
-        even where the last log entries carried no event for the read model.
+        An event is new when its aggregate version is above the one applied last for that
+        aggregate: redelivery and republishing have no second effect, whatever their offsets.
+        `progress` says how far each source was read (by default: the log, up to the last
+        envelope). Returns the log position the read model now reflects.
         """
+        if progress is None:
+            progress = [SourceProgress.of_log(max(e.position for e in envelopes))] \
+                if envelopes else []
         with self.engine.begin() as conn:
-            current = self._lock_position(conn)
-            reached = current
+            self._lock(conn)
             for envelope in sorted(envelopes, key=lambda e: e.position):
-                if envelope.position <= reached:
-                    continue  # Already applied: redelivery must have no second effect.
-                self._apply_one(conn, envelope)
-                reached = envelope.position
-            if through_position is not None:
-                reached = max(reached, through_position)
-            if reached != current:
-                conn.execute(
-                    update(projection_position)
-                    .where(projection_position.c.name == self.name)
-                    .values(position=reached)
-                )
-        return reached
+                if self._is_new(conn, envelope):
+                    self._apply_one(conn, envelope)
+            for item in merged(progress):
+                self._record_progress(conn, item)
+            return read_position(conn, self.name)
 
-    def _lock_position(self, conn: Connection) -> int:
-        # FOR UPDATE serialises concurrent projectors on PostgreSQL; SQLite has one writer anyway.
-        locked = (
-            select(projection_position.c.position)
-            .where(projection_position.c.name == self.name)
-            .with_for_update()
+    def _lock(self, conn: Connection) -> None:
+        # Serialises batches of concurrent projectors on PostgreSQL, so totals are updated by
+        # one transaction at a time; SQLite has one writer anyway.
+        locked = select(projector_lock.c.name).where(projector_lock.c.name == self.name)
+        if conn.execute(locked.with_for_update()).first() is None:
+            conn.execute(_insert(conn, projector_lock).values(name=self.name)
+                         .on_conflict_do_nothing())
+            conn.execute(locked.with_for_update()).one()
+
+    def _is_new(self, conn: Connection, envelope: EventEnvelope) -> bool:
+        applied = conn.execute(
+            select(applied_versions.c.version)
+            .where(applied_versions.c.aggregate_id == envelope.aggregate_id)
+        ).scalar()
+        if applied is None:
+            conn.execute(insert(applied_versions).values(
+                aggregate_id=envelope.aggregate_id, version=envelope.aggregate_version))
+            return True
+        if envelope.aggregate_version <= applied:
+            return False
+        conn.execute(
+            update(applied_versions)
+            .where(applied_versions.c.aggregate_id == envelope.aggregate_id)
+            .values(version=envelope.aggregate_version)
         )
-        stored = conn.execute(locked).scalar()
-        if stored is None:
-            # Two projectors starting at once may both get here; only one row may result.
-            dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-            conn.execute(
-                dialect_insert(projection_position)
-                .values(name=self.name, position=0)
-                .on_conflict_do_nothing()
-            )
-            stored = conn.execute(locked).scalar_one()
-        return int(stored)
+        return True
+
+    def _record_progress(self, conn: Connection, item: SourceProgress) -> None:
+        key = (
+            source_progress.c.projector == self.name,
+            source_progress.c.source == item.source,
+            source_progress.c.partition == item.partition,
+        )
+        row = conn.execute(select(source_progress).where(*key)).first()
+        if row is None:
+            conn.execute(insert(source_progress).values(
+                projector=self.name, source=item.source, partition=item.partition,
+                offset=item.offset, position=item.position, caught_up=item.caught_up,
+            ))
+            return
+        # Never move back: a late, smaller batch must not undo a larger one's progress.
+        conn.execute(update(source_progress).where(*key).values(
+            offset=max(row.offset, item.offset),
+            position=max(row.position, item.position),
+            caught_up=item.caught_up if item.offset >= row.offset else row.caught_up,
+        ))
 
     def _apply_one(self, conn: Connection, envelope: EventEnvelope) -> None:
         self._handlers[envelope.type](conn, envelope, envelope.typed_payload())
@@ -275,10 +311,7 @@ class ReadModelProjector:
 
     def _pledge_made(self, conn: Connection, e: EventEnvelope, p: PledgeMade) -> None:
         deal = self._deal(conn, e.aggregate_id)
-        country = conn.execute(select(firms.c.country).where(firms.c.code == p.firm)).scalar()
-        if country is None:
-            raise ProjectionError(f"pledge {p.pledge_id} at position {e.position} names "
-                                  f"unregistered firm {p.firm!r}")
+        country = p.firm_country
         counted = deal.status != DealStatus.CANCELLED
         conn.execute(insert(pledges).values(
             deal_id=e.aggregate_id, pledge_id=p.pledge_id, firm_code=p.firm, firm_country=country,

@@ -16,6 +16,7 @@ from services.projections.read_model.indian_money import (
     in_crore,
     inr_range_display,
 )
+from services.projections.read_model.progress import read_position
 from services.projections.read_model.tables import (
     EXACT_PRECISION,
     READ_MODEL_PROJECTOR,
@@ -27,7 +28,6 @@ from services.projections.read_model.tables import (
     meetings,
     pledge_totals,
     pledges,
-    projection_position,
 )
 
 
@@ -60,11 +60,7 @@ class ReadModelQueries:
     def position(self) -> int:
         """The log position the read model reflects; 0 before any event."""
         with self.engine.connect() as conn:
-            stored = conn.execute(
-                select(projection_position.c.position)
-                .where(projection_position.c.name == self.projector_name)
-            ).scalar()
-        return int(stored or 0)
+            return read_position(conn, self.projector_name)
 
     # Pledge totals: active pledges of deals not cancelled.
 
@@ -90,8 +86,11 @@ class ReadModelQueries:
                     .where(firms.c.code.in_(list(totals)))
                 )
             }
+        # A firm's registration may not be projected yet where events arrive by partition.
         return [
-            {"firm": {"code": code, "name": known[code].name, "country": known[code].country},
+            {"firm": {"code": code,
+                      "name": known[code].name if code in known else None,
+                      "country": known[code].country if code in known else None},
              **group}
             for code, group in totals.items()
         ]
@@ -141,7 +140,7 @@ class ReadModelQueries:
                 return None
             pledge_rows = conn.execute(
                 select(pledges, firms.c.name.label("firm_name"))
-                .join(firms, firms.c.code == pledges.c.firm_code)
+                .outerjoin(firms, firms.c.code == pledges.c.firm_code)
                 .where(pledges.c.deal_id == deal_id)
                 .order_by(pledges.c.position)
             ).all()

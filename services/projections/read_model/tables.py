@@ -213,11 +213,28 @@ deal_events = Table(
     Index("ix_rm_deal_events_deal_version", "deal_id", "aggregate_version", unique=True),
 )
 
-projection_position = Table(
-    "rm_projection_position",
+projector_lock = Table(
+    "rm_projector_lock",
     read_model,
     Column("name", String(100), primary_key=True),
+)
+
+applied_versions = Table(
+    "rm_applied_versions",
+    read_model,
+    Column("aggregate_id", Uuid, primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+source_progress = Table(
+    "rm_source_progress",
+    read_model,
+    Column("projector", String(100), primary_key=True),
+    Column("source", String(255), primary_key=True),
+    Column("partition", Integer, primary_key=True, autoincrement=False),
+    Column("offset", BigInteger, nullable=False),
     Column("position", BigInteger, nullable=False),
+    Column("caught_up", Boolean, nullable=False),
 )
 
 

@@ -17,6 +17,9 @@ from eventsourcing.persistence import Notification
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
+# Stored events name their classes by explicit topics, which resolve only once the classes
+# are defined: every process that reads the store must import every aggregate module.
+from services.registry.domain import deal, firm, meeting, receipt  # noqa: F401
 from services.shared.settings import Settings
 
 

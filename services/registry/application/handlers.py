@@ -230,7 +230,12 @@ class RecordingService:
         amount = self._amount(s.payload.amount)
         pledge_id = s.payload.pledge_id or str(derived_id("pledge", p.recorded_by, s.event_id))
         usd = self._conversion(amount, s.payload.rate)
-        deal.make_pledge(pledge_id, s.payload.firm, amount, usd, p)
+        firm = self._load(firm_id(s.payload.firm), Firm)
+        if firm is None:
+            raise UnknownReference(
+                "payload.firm", "registered_firm", f"firm {s.payload.firm!r} is not registered"
+            )
+        deal.make_pledge(pledge_id, s.payload.firm, firm.country, amount, usd, p)
         return deal
 
     def _revise_pledge(self, s: PledgeRevisedSubmission, p: Provenance) -> RecordedAggregate:

@@ -94,6 +94,9 @@ class Deal(RecordedAggregate):
     class PledgeMade(PledgeAmountEvent):
         TOPIC = "dealregistry:PledgeMade.v1"
         firm: str
+        # Carried on the event so consumers need no other aggregate's events to place the
+        # pledge: the firm's events may sit in another partition and arrive later.
+        firm_country: str
 
         def evolve(self, aggregate: Any) -> None:
             aggregate.pledges[self.pledge_id] = Pledge(
@@ -235,6 +238,7 @@ class Deal(RecordedAggregate):
         self,
         pledge_id: str,
         firm: str,
+        firm_country: str,
         amount: AmountRange,
         usd: UsdConversion,
         provenance: Provenance,
@@ -246,7 +250,7 @@ class Deal(RecordedAggregate):
         self._require_party(firm, "firm")
         self.record(
             self.PledgeMade, provenance, pledge_id=pledge_id, firm=firm,
-            **_amount_fields(amount, usd),
+            firm_country=firm_country, **_amount_fields(amount, usd),
         )
 
     def revise_pledge(

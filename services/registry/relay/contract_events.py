@@ -53,7 +53,8 @@ TRANSLATIONS: dict[type[RecordedEvent], tuple[EventType, PayloadOf]] = {
         },
     ),
     Deal.PledgeMade: (
-        EventType.PLEDGE_MADE, lambda e: {**_amount_payload(e), "firm": e.firm}
+        EventType.PLEDGE_MADE,
+        lambda e: {**_amount_payload(e), "firm": e.firm, "firm_country": e.firm_country},
     ),
     Deal.PledgeRevised: (
         EventType.PLEDGE_REVISED, lambda e: {**_amount_payload(e), "reason": e.reason}

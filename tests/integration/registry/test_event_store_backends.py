@@ -258,7 +258,7 @@ class EventStoreContract:
         deal = Deal.propose(DEAL_ID, "t", "joint_venture", "recycling", [JP_FIRM, IN_FIRM],
                             "", prov)
         value = amount("1.50", "2.500", "INR")
-        deal.make_pledge("pl-1", IN_FIRM, value, usd_of(value), prov)
+        deal.make_pledge("pl-1", IN_FIRM, "IN", value, usd_of(value), prov)
         deal.form_joint_venture("V", {JP_FIRM: D("50.50"), IN_FIRM: D("49.5")}, prov)
         hashes = [e.hash() for e in deal.pending_events]
         store.save(*firms, deal)

@@ -53,6 +53,7 @@ class EventLog:
     def __init__(self) -> None:
         self.envelopes: list[EventEnvelope] = []
         self._versions: dict[UUID, int] = defaultdict(int)
+        self._countries: dict[str, str] = {}
 
     def record(self, type: EventType, aggregate_id: UUID, payload: dict[str, Any]) -> EventEnvelope:
         self._versions[aggregate_id] += 1
@@ -66,6 +67,7 @@ class EventLog:
 
     def firm(self, code: str, country: str, kind: str = "manufacturer") -> UUID:
         firm_id = uuid4()
+        self._countries[code] = country
         self.record(EventType.FIRM_REGISTERED, firm_id, {
             "code": code, "name": code.replace("-", " ").title(), "country": country, "kind": kind,
         })
@@ -92,7 +94,8 @@ class EventLog:
         in_usd: dict[str, str],
     ) -> None:
         self.record(EventType.PLEDGE_MADE, deal_id, {
-            "pledge_id": pledge_id, "firm": firm, "amount": amount, "usd": in_usd,
+            "pledge_id": pledge_id, "firm": firm, "firm_country": self._countries[firm],
+            "amount": amount, "usd": in_usd,
         })
 
     def revise(

@@ -14,6 +14,7 @@ from services.projections.projectors.read_model_projector import (
     ProjectionError,
     ReadModelProjector,
 )
+from services.projections.read_model.progress import LOG_SOURCE, SourceProgress
 from services.projections.read_model.queries import ReadModelQueries
 from services.projections.read_model.tables import create_read_schema
 from tests.unit.projections.envelopes import EventLog, money, usd
@@ -266,15 +267,39 @@ class ProjectorCases:
         assert projector.position() == queries.position() == len(scenario.log.envelopes)
         assert projector.apply([]) == len(scenario.log.envelopes)
 
-    def test_through_position_advances_past_entries_with_no_event(
+    def test_log_progress_advances_past_entries_with_no_event(
         self, projector, queries, scenario
     ) -> None:
         envelopes = scenario.log.envelopes
-        assert projector.apply(envelopes[:3], through_position=20) == 20
+        assert projector.apply(envelopes[:3], [SourceProgress.of_log(20)]) == 20
         assert queries.position() == 20
-        assert projector.apply(envelopes[3:]) == 20  # All at or below 20: skipped.
-        assert queries.meetings().total == 0
-        assert projector.apply([], through_position=5) == 20  # Never moves back.
+        assert projector.resume_offsets(LOG_SOURCE) == {0: 20}
+        assert projector.apply([], [SourceProgress.of_log(5)]) == 20  # Never moves back.
+
+    def test_republished_events_with_new_offsets_have_no_second_effect(
+        self, projector, queries, scenario
+    ) -> None:
+        envelopes = scenario.log.envelopes
+        first = [SourceProgress("topic", 0, offset=len(envelopes), position=len(envelopes))]
+        projector.apply(envelopes, first)
+        before = everything(queries, [scenario.battery, scenario.recycling])
+        again = [SourceProgress("topic", 0, offset=2 * len(envelopes), position=len(envelopes))]
+        projector.apply(envelopes, again)
+        assert everything(queries, [scenario.battery, scenario.recycling]) == before
+        assert projector.resume_offsets("topic") == {0: 2 * len(envelopes)}
+
+    def test_position_is_the_lowest_lagging_partition_else_the_highest(
+        self, projector, queries, scenario
+    ) -> None:
+        projector.apply([], [SourceProgress("topic", 0, 10, 40, caught_up=False),
+                             SourceProgress("topic", 1, 7, 25, caught_up=False),
+                             SourceProgress("topic", 2, 3, 50, caught_up=True)])
+        assert queries.position() == 25
+        projector.apply([], [SourceProgress("topic", 1, 9, 31, caught_up=True)])
+        assert queries.position() == 40
+        projector.apply([], [SourceProgress("topic", 0, 12, 44, caught_up=True)])
+        assert queries.position() == 50
+        assert projector.resume_offsets("topic") == {0: 12, 1: 9, 2: 3}
 
     def test_redelivery_has_no_effect(self, projector, queries, scenario) -> None:
         projector.apply(scenario.log.envelopes)

@@ -60,7 +60,7 @@ def pledge(
     low: str = "100", high: str = "200", currency: str = "USD",
 ) -> None:
     value = amount(low, high, currency)
-    deal.make_pledge(pledge_id, firm, value, usd_of(value), provenance(f"pledge-{pledge_id}"))
+    deal.make_pledge(pledge_id, firm, "IN", value, usd_of(value), provenance(f"pledge-{pledge_id}"))
 
 
 def assert_refused(

@@ -154,10 +154,10 @@ def test_pledge_id_is_stripped_and_required() -> None:
     pledge(deal, "  pl-1 ")
     assert list(deal.pledges) == ["pl-1"]
     value = amount("1", "2")
-    assert_refused(deal, lambda: deal.make_pledge("  ", IN_FIRM, value, usd_of(value),
+    assert_refused(deal, lambda: deal.make_pledge("  ", IN_FIRM, "IN", value, usd_of(value),
                                                    provenance()), InvalidValue, "pledge_id",
                    "not_blank")
-    assert_refused(deal, lambda: deal.make_pledge("p" * 101, IN_FIRM, value, usd_of(value),
+    assert_refused(deal, lambda: deal.make_pledge("p" * 101, IN_FIRM, "IN", value, usd_of(value),
                                                    provenance()), InvalidValue, "pledge_id",
                    "max_length")
 

@@ -1,0 +1,102 @@
+"""Distributed mode, read side: the Kafka consumer feeding the read model, and the read API
+over it (the same answers as the embedded mode). Several instances split the partitions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from services.projections.consumer.kafka_consumer import (
+    ConsumerConfig,
+    ConsumerStats,
+    ProjectionConsumer,
+)
+from services.projections.projectors.read_model_projector import ReadModelProjector
+from services.projections.query_api.routes import read_router
+from services.projections.read_model.queries import ReadModelQueries
+from services.projections.read_model.tables import create_read_schema
+from services.shared.api_keys import ApiKeyStore
+from services.shared.database import check_reachable, create_sql_engine
+from services.shared.http_basics import HttpMetrics
+from services.shared.service_app import create_service_app
+from services.shared.settings import Settings
+
+DESCRIPTION = """Deal Registry read API, fed from Kafka. Dashboards read `/v1/pledges/*`,
+`/v1/deals`, `/v1/firms` and `/v1/meetings` with a reader key; every answer says the log
+`position` it reflects, and `min_position` waits for a write to become visible."""
+
+
+class ConsumerLag(Collector):  # type: ignore[misc]
+    """Per-partition lag, read from the consumer's latest view at scrape time."""
+
+    def __init__(self, stats: ConsumerStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "dealreg_consumer_lag", "Messages not yet consumed, per partition", labels=["partition"]
+        )
+        for partition, lag in sorted(self.stats.lag.items()):
+            family.add_metric([str(partition)], lag)
+        yield family
+
+
+def create_projection_app(settings: Settings) -> FastAPI:
+    read_engine = create_sql_engine(settings.read_model_url())
+    check_reachable(read_engine, "the read-model database")
+    create_read_schema(read_engine)
+    key_engine = create_sql_engine(settings.registry_tables_url())
+    check_reachable(key_engine, "the registry database (API keys)")
+    key_store = ApiKeyStore(key_engine)
+    key_store.create_schema()
+    projector = ReadModelProjector(read_engine)
+    consumer = ProjectionConsumer(projector, ConsumerConfig(
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.kafka_topic,
+        dead_letter_topic=settings.dead_letter_topic(),
+        group_id=settings.kafka_group_id,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+    ))
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,), name="consumer", daemon=True)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=15)
+            read_engine.dispose()
+            key_engine.dispose()
+
+    def broker_reachable() -> None:
+        if not consumer.stats.connected:
+            raise ConnectionError(f"{settings.kafka_bootstrap}: {consumer.stats.last_error}")
+
+    metrics = HttpMetrics()
+    app = create_service_app(
+        "Deal Registry: projections", DESCRIPTION, settings, metrics,
+        {"read_model": projector.position, "broker": broker_reachable}, lifespan,
+    )
+    Gauge("dealreg_projection_position", "Log position the read models reflect",
+          registry=metrics.registry).set_function(projector.position)
+    Gauge("dealreg_events_applied", "Events applied by this process",
+          registry=metrics.registry).set_function(lambda: consumer.stats.applied)
+    Gauge("dealreg_events_dead_lettered", "Events sent to the dead-letter topic",
+          registry=metrics.registry).set_function(lambda: consumer.stats.dead_lettered)
+    metrics.registry.register(ConsumerLag(consumer.stats))
+
+    app.state.api_keys = key_store
+    app.state.read_queries = ReadModelQueries(read_engine)
+    app.state.consumer = consumer
+    app.include_router(read_router())
+    return app

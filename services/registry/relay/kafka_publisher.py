@@ -1,0 +1,54 @@
+"""Publishes contract envelopes to the topic with kafka-python's idempotent producer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kafka import KafkaProducer
+
+from contracts.events_v1 import EventEnvelope
+
+FLUSH_TIMEOUT_SECONDS = 60
+
+
+def message_headers(envelope: EventEnvelope) -> list[tuple[str, bytes]]:
+    return [
+        ("event_id", envelope.event_id.encode()),
+        ("event_type", envelope.type.value.encode()),
+        ("schema_version", str(envelope.schema_version).encode()),
+        ("position", str(envelope.position).encode()),
+    ]
+
+
+class KafkaPublisher:
+    """Sends a batch and returns only when the broker acknowledged all of it (acks=all);
+    raises on any failure, so the caller never records a position the broker lacks."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.producer = KafkaProducer(
+            bootstrap_servers=bootstrap.split(","),
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            request_timeout_ms=10_000,
+            delivery_timeout_ms=45_000,
+            max_block_ms=10_000,
+        )
+
+    def publish(self, envelopes: Sequence[EventEnvelope]) -> None:
+        futures = [
+            self.producer.send(
+                self.topic,
+                key=str(envelope.aggregate_id).encode(),
+                value=envelope.model_dump_json().encode(),
+                headers=message_headers(envelope),
+            )
+            for envelope in envelopes
+        ]
+        self.producer.flush(timeout=FLUSH_TIMEOUT_SECONDS)
+        for future in futures:
+            future.get(timeout=0)  # raises the send's error, if it failed
+
+    def close(self) -> None:
+        self.producer.close(timeout=5)

@@ -1,0 +1,141 @@
+"""Follows the registry's log and publishes it to Kafka, in order and without loss.
+
+One relay leads; others wait as standbys. The leader reads the log from its published
+position in pages, publishes each page (key = aggregate id, so one deal's events share a
+partition and stay in order), and records the new position only once the broker has
+acknowledged the whole page. While the broker is unreachable, partners keep writing to the
+log; the relay backs off, reconnects and catches up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.registry.adapters.event_store import DealRegistryStore
+from services.registry.relay.contract_events import envelopes_from
+from services.registry.relay.kafka_publisher import KafkaPublisher
+from services.registry.relay.leadership import Leadership
+from services.registry.relay.published_position import PublishedPosition
+
+log = logging.getLogger("dealreg.relay")
+
+STANDBY_POLL_SECONDS = 1.0
+
+
+@dataclass
+class RelayStatus:
+    """What the relay's health and metrics endpoints report."""
+
+    leading: bool = False
+    broker_ok: bool = False
+    published_events: int = 0
+    last_error: str = ""
+    published_position: int = 0
+
+
+class Relay:
+    def __init__(
+        self,
+        store: DealRegistryStore,
+        published: PublishedPosition,
+        leadership: Leadership,
+        connect: Callable[[], KafkaPublisher],
+        page_size: int = 1000,
+        poll_seconds: float = 0.1,
+        max_backoff_seconds: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.published = published
+        self.leadership = leadership
+        self.connect = connect
+        self.page_size = page_size
+        self.poll_seconds = poll_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self.status = RelayStatus(published_position=published.load())
+        self._publisher: KafkaPublisher | None = None
+
+    def lag(self) -> int:
+        return max(0, self.store.head_position() - self.status.published_position)
+
+    def run(self, stop: threading.Event) -> None:
+        """Lead when possible, publish while leading, until `stop` is set."""
+        try:
+            while not stop.is_set():
+                if not self._acquire(stop):
+                    return
+                self._lead(stop)
+        finally:
+            self._disconnect()
+            self.leadership.release()
+            self.status.leading = False
+
+    def publish_page(self) -> int:
+        """Publish the next page of the log; return how many log entries it covered."""
+        position = self.published.load()
+        notifications = list(self.store.read_log(after=position, limit=self.page_size))
+        if not notifications:
+            self.status.published_position = position
+            return 0
+        envelopes = envelopes_from(notifications, self.store.mapper)
+        if envelopes:
+            if self._publisher is None:
+                self._publisher = self.connect()
+            self._publisher.publish(envelopes)
+        self.published.save(notifications[-1].id)
+        self.status.published_position = notifications[-1].id
+        self.status.published_events += len(envelopes)
+        return len(notifications)
+
+    def _acquire(self, stop: threading.Event) -> bool:
+        announced = False
+        while not stop.is_set():
+            try:
+                if self.leadership.try_acquire():
+                    log.info("relay is the leader")
+                    self.status.leading = True
+                    return True
+            except Exception as exc:  # noqa: BLE001 - the database may be down; keep trying
+                self.status.last_error = f"leadership: {exc}"
+            if not announced:
+                log.info("another relay leads; waiting as standby")
+                announced = True
+            stop.wait(STANDBY_POLL_SECONDS)
+        return False
+
+    def _lead(self, stop: threading.Event) -> None:
+        backoff = self.poll_seconds
+        while not stop.is_set():
+            if not self.leadership.still_held():
+                log.warning("relay lost leadership; returning to standby")
+                self.status.leading = False
+                self._disconnect()
+                self.leadership.release()
+                return
+            try:
+                if self._publisher is None:
+                    self._publisher = self.connect()
+                self.status.broker_ok = True
+                covered = self.publish_page()
+            except Exception as exc:  # noqa: BLE001 - broker or database trouble: retry later
+                self.status.broker_ok = False
+                self.status.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("publishing failed, retrying in %.1fs: %s", backoff,
+                            self.status.last_error)
+                self._disconnect()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff_seconds)
+                continue
+            backoff = self.poll_seconds
+            if covered < self.page_size:
+                stop.wait(self.poll_seconds)
+
+    def _disconnect(self) -> None:
+        if self._publisher is not None:
+            try:
+                self._publisher.close()
+            except Exception:  # noqa: BLE001 - closing a broken producer may fail too
+                log.debug("closing the producer failed", exc_info=True)
+            self._publisher = None

@@ -1,0 +1,82 @@
+"""The relay as a process: the publishing loop in a thread, health and metrics over HTTP."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import Gauge
+
+from services.registry.adapters.event_store import open_event_store
+from services.registry.relay.kafka_publisher import KafkaPublisher
+from services.registry.relay.leadership import FileLeadership, Leadership, PostgresLeadership
+from services.registry.relay.published_position import PublishedPosition
+from services.registry.relay.relay import Relay
+from services.shared.database import check_reachable, create_sql_engine
+from services.shared.http_basics import HttpMetrics
+from services.shared.service_app import create_service_app
+from services.shared.settings import Settings
+
+DESCRIPTION = "Deal Registry relay: publishes the event log to Kafka, in order, at least once."
+
+
+def build_relay(settings: Settings) -> Relay:
+    engine = create_sql_engine(settings.registry_tables_url())
+    check_reachable(engine, "the registry database")
+    published = PublishedPosition(engine, settings.kafka_topic)
+    published.create_schema()
+    leadership: Leadership
+    if settings.database_url is not None:
+        leadership = PostgresLeadership(settings.database_url, f"relay:{settings.kafka_topic}")
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        leadership = FileLeadership(settings.data_dir / f"relay.{settings.kafka_topic}.lock")
+    return Relay(
+        open_event_store(settings),
+        published,
+        leadership,
+        lambda: KafkaPublisher(settings.kafka_bootstrap, settings.kafka_topic),
+        page_size=settings.relay_page_size,
+        poll_seconds=settings.relay_poll_seconds,
+        max_backoff_seconds=settings.relay_max_backoff_seconds,
+    )
+
+
+def create_relay_app(settings: Settings) -> FastAPI:
+    relay = build_relay(settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=15)
+            relay.store.close()
+
+    def broker_reachable() -> None:
+        if relay.status.leading and not relay.status.broker_ok:
+            raise ConnectionError(f"{settings.kafka_bootstrap}: {relay.status.last_error}")
+
+    metrics = HttpMetrics()
+    app = create_service_app(
+        "Deal Registry: relay", DESCRIPTION, settings, metrics,
+        {"event_store": relay.store.head_position, "broker": broker_reachable}, lifespan,
+    )
+    gauges = {
+        "dealreg_relay_lag": ("Log head minus published position", relay.lag),
+        "dealreg_relay_published_position": ("Last log position the broker acknowledged",
+                                             lambda: relay.status.published_position),
+        "dealreg_relay_published_events": ("Events published by this process",
+                                           lambda: relay.status.published_events),
+        "dealreg_relay_leading": ("1 while this relay leads", lambda: relay.status.leading),
+    }
+    for name, (doc, read) in gauges.items():
+        Gauge(name, doc, registry=metrics.registry).set_function(read)
+    app.state.relay = relay
+    return app

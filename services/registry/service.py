@@ -1,0 +1,56 @@
+"""Distributed mode, write side: the write API alone. It keeps no state of its own, so
+several instances can run side by side on one PostgreSQL event store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import Counter, Gauge
+
+from contracts.submissions_v1 import Receipt
+from services.registry.adapters.event_store import open_event_store
+from services.registry.api.routes import router as write_router
+from services.registry.application.handlers import RecordingService
+from services.shared.api_keys import ApiKeyStore
+from services.shared.database import check_reachable, create_sql_engine
+from services.shared.http_basics import HttpMetrics
+from services.shared.service_app import create_service_app
+from services.shared.settings import Settings
+
+DESCRIPTION = """Deal Registry write API. Partners `POST /v1/events` with a partner key; the
+relay streams recorded events to Kafka, where the projection service picks them up."""
+
+
+def create_registry_app(settings: Settings) -> FastAPI:
+    key_engine = create_sql_engine(settings.registry_tables_url())
+    check_reachable(key_engine, "the registry database")
+    key_store = ApiKeyStore(key_engine)
+    key_store.create_schema()
+    store = open_event_store(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            store.close()
+            key_engine.dispose()
+
+    metrics = HttpMetrics()
+    app = create_service_app("Deal Registry: write API", DESCRIPTION, settings, metrics,
+                             {"event_store": store.head_position}, lifespan)
+    appended = Counter("dealreg_events_appended", "Events recorded", ["type"],
+                       registry=metrics.registry)
+    Gauge("dealreg_log_head_position", "Last position in the event log",
+          registry=metrics.registry).set_function(store.head_position)
+
+    def events_recorded(receipt: Receipt) -> None:
+        appended.labels(receipt.type).inc()
+
+    app.state.api_keys = key_store
+    app.state.recording_service = RecordingService(store)
+    app.state.events_recorded = events_recorded
+    app.include_router(write_router)
+    return app
