@@ -87,6 +87,26 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    from kafka.errors import KafkaError
+
+    from services.shared.kafka_topics import create_topics
+
+    settings = load_settings()
+    try:
+        created = create_topics(settings.kafka_bootstrap, settings.kafka_topic,
+                                settings.dead_letter_topic(), args.partitions, args.replication)
+    except KafkaError as exc:
+        raise DependencyUnavailable(
+            f"the Kafka broker at {settings.kafka_bootstrap} is unreachable: {exc}"
+        ) from exc
+    for name in created:
+        print(f"created {name}")
+    if not created:
+        print("topics exist already")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo.client import DemoFailed, run_demo
 
@@ -128,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="the principal recorded on its events")
     create.add_argument("--data-dir", help="folder for SQLite files (DEALREG_DATA_DIR)")
     create.set_defaults(run=cmd_keys_create)
+
+    topics = commands.add_parser("topics", help="manage the Kafka topics")
+    topic_commands = topics.add_subparsers(dest="topics_command", required=True)
+    create_topics = topic_commands.add_parser(
+        "create", help="create DEALREG_KAFKA_TOPIC and its dead-letter topic")
+    create_topics.add_argument("--partitions", type=int, default=12,
+                               help="the most projection instances that can share the work")
+    create_topics.add_argument("--replication", type=int, default=1)
+    create_topics.set_defaults(run=cmd_topics_create)
 
     demo = commands.add_parser("demo", help="record the article's scenario through the HTTP API")
     demo.add_argument("--url", default="http://127.0.0.1:8000")

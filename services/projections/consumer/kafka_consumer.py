@@ -189,11 +189,13 @@ class ProjectionConsumer:
         self.stats.dead_lettered += 1
 
     def _record_lag(self, consumer: KafkaConsumer) -> None:
-        for tp in consumer.assignment():
+        lag = {}
+        for tp in consumer.assignment():  # only what this instance holds now
             end = consumer.highwater(tp)
             position = consumer.position(tp) if end is not None else None
             if end is not None and position is not None:
-                self.stats.lag[tp.partition] = max(0, end - position)
+                lag[tp.partition] = max(0, end - position)
+        self.stats.lag = lag
 
 
 def _parsed(record: ConsumerRecord) -> EventEnvelope | None:

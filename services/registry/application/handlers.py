@@ -104,7 +104,9 @@ class RecordingService:
                 aggregate.id, aggregate.version, event.timestamp.isoformat(),
             )
             try:
-                recordings = self.store.save(aggregate, receipt)
+                # The receipt goes first, so the last position of every write is its event:
+                # a reader caught up with the events is caught up with the log's head.
+                recordings = self.store.save(receipt, aggregate)
             except IntegrityError:
                 if event.originator_version == 1 and self._receipt(rid) is None:
                     raise AlreadyExists("payload", f"{submission.type} target {aggregate.id}") \
@@ -116,7 +118,7 @@ class RecordingService:
                 type=submission.type,
                 aggregate_id=aggregate.id,
                 aggregate_version=aggregate.version,
-                position=recordings[0].notification.id,
+                position=recordings[-1].notification.id,
                 recorded_at=event.timestamp.isoformat(),
                 recorded_by=command.principal,
             )

@@ -95,7 +95,7 @@ def test_receipt_describes_the_recorded_event(service: RecordingService,
     assert receipt.type == "firm_registered"
     assert receipt.aggregate_id == firm_id(JP_FIRM)
     assert receipt.aggregate_version == 1
-    assert receipt.position == 1
+    assert receipt.position == 2  # after its receipt
     assert receipt.recorded_by == "partner-a"
     assert receipt.replayed is False
     assert datetime.fromisoformat(receipt.recorded_at).tzinfo is not None
@@ -110,7 +110,7 @@ def test_positions_and_versions_advance(service: RecordingService,
     receipts.append(record(service, pledge_body("p-1", "pl-1")))
     receipts.append(record(service, pledge_body("p-2", "pl-2", firm=JP_FIRM)))
     positions = [r.position for r in receipts]
-    assert positions == [1, 3, 5, 7, 9, 11]  # each event is followed by its receipt
+    assert positions == [2, 4, 6, 8, 10, 12]  # each event follows its receipt
     assert [r.aggregate_version for r in receipts] == [1, 1, 1, 1, 2, 3]
     assert receipts[-1].aggregate_id == DEAL_ID
     assert store.head_position() == 12
@@ -214,7 +214,7 @@ def test_refused_event_leaves_no_receipt_so_a_corrected_retry_succeeds(
     assert store.head_position() == head
     receipt = record(service, pledge_body("p-1", "pl-1", low="300", high="400"))
     assert receipt.replayed is False
-    assert receipt.position == head + 1
+    assert receipt.position == head + 2  # its receipt, then the event
 
 
 # Optimistic concurrency.

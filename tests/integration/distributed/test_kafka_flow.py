@@ -1,0 +1,357 @@
+"""Distributed mode against a real Kafka-protocol broker and the local PostgreSQL: events
+reach the read model in order per deal, with nothing lost and nothing counted twice, however
+the relay, the projection instances or the broker fail."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from kafka import KafkaConsumer, KafkaProducer
+from pydantic import TypeAdapter
+
+from contracts.events_v1 import EventEnvelope
+from contracts.submissions_v1 import Submission
+from services.demo.scenario import expected_totals, scenario
+from services.projections.consumer.kafka_consumer import ConsumerConfig, ProjectionConsumer
+from services.projections.projectors.read_model_projector import ReadModelProjector
+from services.projections.read_model.queries import ReadModelQueries
+from services.projections.read_model.tables import create_read_schema
+from services.projections.service import create_projection_app
+from services.registry.adapters.event_store import DealRegistryStore, open_event_store
+from services.registry.application.commands import RecordPartnerEvent
+from services.registry.application.handlers import RecordingService
+from services.registry.relay.contract_events import envelopes_from
+from services.registry.relay.relay import Relay
+from services.registry.relay.service import build_relay, create_relay_app
+from services.registry.service import create_registry_app
+from services.shared.api_keys import ApiKeyStore, Role
+from services.shared.database import create_sql_engine
+from services.shared.settings import Settings, sqlalchemy_url
+from tests.kafka_broker import TEST_CONSUMER_SETTINGS, KafkaTopic, create_topic, unique_topic
+
+pytestmark = pytest.mark.integration
+SUBMISSIONS = TypeAdapter(Submission)
+T = "2025-07-01T10:00:00+05:30"
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or check}")
+
+
+class Background:
+    """Runs `target(stop)` in a thread; `stop()` sets the event and joins."""
+
+    def __init__(self, target: Callable[[threading.Event], None]) -> None:
+        self.event = threading.Event()
+        self.thread = threading.Thread(target=target, args=(self.event,), daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.event.set()
+        self.thread.join(timeout=20)
+        assert not self.thread.is_alive()
+
+
+class Cluster:
+    """The distributed parts in this process: writes, relays, projection consumers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: DealRegistryStore = open_event_store(settings)
+        self.service = RecordingService(self.store)
+        self.read_engine = create_sql_engine(settings.read_model_url())
+        create_read_schema(self.read_engine)
+        self.queries = ReadModelQueries(self.read_engine)
+        self.running: list[Background] = []
+
+    def record(self, body: dict[str, Any], principal: str = "partner-a") -> int:
+        submission = SUBMISSIONS.validate_python(body)
+        return self.service.record(RecordPartnerEvent(principal, submission)).position
+
+    def record_scenario(self) -> int:
+        return max(self.record(body) for body in scenario())
+
+    def relay(self) -> Relay:
+        return build_relay(self.settings)
+
+    def start_relay(self, relay: Relay | None = None) -> Background:
+        return self._start((relay or self.relay()).run)
+
+    def consumer(self) -> ProjectionConsumer:
+        s = self.settings
+        return ProjectionConsumer(ReadModelProjector(self.read_engine), ConsumerConfig(
+            s.kafka_bootstrap, s.kafka_topic, s.dead_letter_topic(), s.kafka_group_id,
+            s.kafka_session_timeout_ms, s.kafka_heartbeat_interval_ms))
+
+    def start_consumer(self, consumer: ProjectionConsumer | None = None) -> Background:
+        return self._start((consumer or self.consumer()).run)
+
+    def _start(self, target: Callable[[threading.Event], None]) -> Background:
+        background = Background(target)
+        self.running.append(background)
+        return background
+
+    def wait_visible(self, position: int, timeout: float = 60.0) -> None:
+        wait_until(lambda: self.queries.position() >= position, timeout,
+                   f"read model at position {position} (now {self.queries.position()})")
+
+    def usd_by_sector(self) -> dict[str, tuple[Decimal, Decimal]]:
+        return {item["sector"]: (Decimal(item["usd"]["low"]), Decimal(item["usd"]["high"]))
+                for item in self.queries.pledges_by_sector()}
+
+    def close(self) -> None:
+        for background in self.running:
+            if background.thread.is_alive():
+                background.stop()
+        self.store.close()
+        self.read_engine.dispose()
+
+
+def expected_by_sector() -> dict[str, tuple[Decimal, Decimal]]:
+    return {sector: (t["low"], t["high"]) for sector, t in expected_totals()["by_sector"].items()
+            if t["pledges"]}
+
+
+def read_model_state(queries: ReadModelQueries) -> dict[str, Any]:
+    """Everything the read API can show, except the position it reflects."""
+    deals = queries.deals(limit=500)
+    return {
+        "sector": queries.pledges_by_sector(),
+        "firm": queries.pledges_by_firm(),
+        "country": queries.pledges_by_country(),
+        "deals": deals,
+        "deal": [queries.deal(uuid.UUID(d["deal_id"])) for d in deals.items],
+        "events": [queries.deal_events(uuid.UUID(d["deal_id"]), limit=500)
+                   for d in deals.items],
+        "firms": queries.firms(limit=500),
+        "meetings": queries.meetings(limit=500),
+    }
+
+
+def topic_messages(bootstrap: str, topic: str) -> list[Any]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=f"reader-{uuid.uuid4().hex}",
+                             consumer_timeout_ms=3000, **TEST_CONSUMER_SETTINGS)
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()
+
+
+def cluster_settings(tmp_path: Path, database_url: str, topic: KafkaTopic) -> Settings:
+    return Settings(
+        data_dir=tmp_path, database_url=database_url, kafka_bootstrap=topic.bootstrap,
+        kafka_topic=topic.name, kafka_dlq_topic=topic.dlq_name,
+        kafka_group_id=f"group-{uuid.uuid4().hex[:8]}", kafka_session_timeout_ms=2000,
+        kafka_heartbeat_interval_ms=500, relay_poll_seconds=0.05, relay_max_backoff_seconds=1,
+        freshness_wait_seconds=30,
+    )
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, postgres_url: str, kafka_topic: KafkaTopic) -> Iterator[Cluster]:
+    running = Cluster(cluster_settings(tmp_path, postgres_url, kafka_topic))
+    yield running
+    running.close()
+
+
+def test_end_to_end_over_http_gives_the_embedded_totals(
+    tmp_path: Path, postgres_url: str, kafka_topic: KafkaTopic
+) -> None:
+    settings = cluster_settings(tmp_path, postgres_url, kafka_topic)
+    registry, relay, projections = (create_registry_app(settings), create_relay_app(settings),
+                                    create_projection_app(settings))
+    keys = ApiKeyStore(create_sql_engine(sqlalchemy_url(postgres_url)))
+    writer = {"Authorization": f"Bearer {keys.create('partner', Role.PARTNER)}"}
+    reader = {"Authorization": f"Bearer {keys.create('dashboard', Role.READER)}"}
+    with TestClient(registry) as write, TestClient(relay), TestClient(projections) as read:
+        last = 0
+        for body in scenario():
+            response = write.post("/v1/events", json=body, headers=writer)
+            assert response.status_code == 201, response.text
+            last = response.json()["position"]
+        totals = read.get("/v1/pledges/by-sector", params={"min_position": last},
+                          headers=reader)
+        assert totals.status_code == 200, totals.text
+        got = {i["sector"]: (Decimal(i["usd"]["low"]), Decimal(i["usd"]["high"]))
+               for i in totals.json()["items"]}
+        assert got == expected_by_sector()
+        assert write.get("/readyz").status_code == 200
+        assert read.get("/readyz").status_code == 200
+        metrics = read.get("/metrics").text
+        assert "dealreg_consumer_lag{partition=" in metrics
+        assert "dealreg_events_applied 32.0" in metrics
+
+
+def test_one_deals_events_arrive_in_version_order(cluster: Cluster) -> None:
+    cluster.record_scenario()
+    relay = cluster.relay()
+    while relay.publish_page():
+        pass
+    versions: dict[str, list[int]] = defaultdict(list)
+    partitions: dict[str, set[int]] = defaultdict(set)
+    for message in topic_messages(cluster.settings.kafka_bootstrap, cluster.settings.kafka_topic):
+        envelope = EventEnvelope.model_validate_json(message.value)
+        assert message.key == str(envelope.aggregate_id).encode()
+        assert dict(message.headers)["position"] == str(envelope.position).encode()
+        versions[str(envelope.aggregate_id)].append(envelope.aggregate_version)
+        partitions[str(envelope.aggregate_id)].add(message.partition)
+    assert all(v == list(range(1, len(v) + 1)) for v in versions.values())
+    assert all(len(p) == 1 for p in partitions.values())
+    assert len({p for ps in partitions.values() for p in ps}) > 1  # the work is spread
+
+
+def test_two_projection_instances_share_partitions_and_totals_stay_exact(
+    cluster: Cluster,
+) -> None:
+    first, second = cluster.consumer(), cluster.consumer()
+    cluster.start_consumer(first)
+    cluster.start_consumer(second)
+    cluster.start_relay()
+    last = cluster.record_scenario()
+    cluster.wait_visible(last)
+    wait_until(lambda: set(first.stats.lag) and set(second.stats.lag), what="both assigned")
+    assert not set(first.stats.lag) & set(second.stats.lag)
+    assert first.stats.applied + second.stats.applied >= 32
+    assert cluster.usd_by_sector() == expected_by_sector()
+
+
+def test_relay_crash_after_publishing_republishes_without_double_counting(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    last = cluster.record_scenario()
+    crashing = cluster.relay()
+
+    def crash(_: int) -> None:
+        raise SystemExit("killed after the broker acknowledged, before recording")
+
+    monkeypatch.setattr(crashing.published, "save", crash)
+    with pytest.raises(SystemExit):
+        crashing.publish_page()
+    assert crashing.published.load() == 0
+    monkeypatch.undo()
+
+    cluster.start_relay()
+    cluster.start_consumer()
+    cluster.wait_visible(last)
+    messages = topic_messages(cluster.settings.kafka_bootstrap, cluster.settings.kafka_topic)
+    assert len(messages) == 2 * 32  # every event went out twice
+    assert cluster.usd_by_sector() == expected_by_sector()
+    assert cluster.queries.deals().total == 5
+
+
+def test_a_standby_relay_takes_over_when_the_leader_dies(cluster: Cluster) -> None:
+    leader, standby = cluster.relay(), cluster.relay()
+    running_leader = cluster.start_relay(leader)
+    wait_until(lambda: leader.status.leading, what="first relay leads")
+    cluster.start_relay(standby)
+    time.sleep(1.5)
+    assert not standby.status.leading
+    cluster.start_consumer()
+    first = cluster.record(scenario()[0])
+    cluster.wait_visible(first)
+
+    # The leader's process dies: its database session, and with it the lock, goes away.
+    leader.leadership.release()
+    running_leader.stop()
+    wait_until(lambda: standby.status.leading, what="standby takes over")
+    last = cluster.record_scenario()
+    cluster.wait_visible(last)
+    assert cluster.usd_by_sector() == expected_by_sector()
+
+
+def test_a_projection_killed_mid_stream_equals_a_rebuild_from_scratch(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    last = cluster.record_scenario()
+    relay = cluster.relay()
+    while relay.publish_page():
+        pass
+    consumer = cluster.consumer()
+    running = cluster.start_consumer(consumer)
+    wait_until(lambda: consumer.stats.applied > 0, what="some events applied")
+    running.stop()  # mid-stream: whatever it had not committed is redelivered
+    cluster.start_consumer()
+    cluster.wait_visible(last)
+
+    rebuilt_engine = create_sql_engine(f"sqlite:///{tmp_path / 'rebuilt.db'}")
+    create_read_schema(rebuilt_engine)
+    ReadModelProjector(rebuilt_engine).apply(
+        envelopes_from(list(cluster.store.read_log(0, 10_000)), cluster.store.mapper))
+    assert read_model_state(cluster.queries) == read_model_state(ReadModelQueries(rebuilt_engine))
+
+
+def test_a_poison_message_is_dead_lettered_and_later_events_still_apply(
+    cluster: Cluster,
+) -> None:
+    settings = cluster.settings
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    producer.send(settings.kafka_topic, key=b"poison", value=b"{not json").get(timeout=10)
+    bad_payload = EventEnvelope(
+        event_id="bad-1", type="pledge_withdrawn", aggregate_id=uuid.uuid4(),
+        aggregate_version=1, position=10_000, occurred_at="2025-01-01T00:00:00Z",
+        recorded_at="2025-01-01T00:00:00Z", recorded_by="x", previous_hash="0" * 64,
+        hash="1" * 64, payload={"pledge_id": "p-unknown"},
+    )
+    producer.send(settings.kafka_topic, key=b"poison",
+                  value=bad_payload.model_dump_json().encode()).get(timeout=10)
+    producer.close()
+
+    consumer = cluster.consumer()
+    cluster.start_consumer(consumer)
+    cluster.start_relay()
+    last = cluster.record_scenario()
+    wait_until(lambda: consumer.stats.applied >= 32, 60, "scenario applied")
+    assert cluster.usd_by_sector() == expected_by_sector()
+    assert cluster.queries.deals().total == 5
+
+    dead = topic_messages(settings.kafka_bootstrap, settings.dead_letter_topic())
+    assert [m.value for m in dead] == [b"{not json", bad_payload.model_dump_json().encode()]
+    reasons = [dict(m.headers)["dlq_reason"].decode() for m in dead]
+    assert reasons[0].startswith("invalid envelope")
+    assert reasons[1].startswith("cannot apply")
+    assert consumer.stats.dead_lettered == 2
+    assert cluster.queries.position() >= last
+
+
+def test_writes_succeed_while_the_broker_is_paused_and_all_arrive_once(
+    tmp_path: Path, postgres_url: str, private_kafka_broker: Any
+) -> None:
+    topic = KafkaTopic(private_kafka_broker.bootstrap, unique_topic("paused"), "")
+    topic = KafkaTopic(topic.bootstrap, topic.name, f"{topic.name}.dlq")
+    create_topic(topic.bootstrap, topic.name, 4)
+    create_topic(topic.bootstrap, topic.dlq_name, 1)
+    cluster = Cluster(cluster_settings(tmp_path, postgres_url, topic))
+    try:
+        cluster.start_relay()
+        cluster.start_consumer()
+        bodies = scenario()
+        first = max(cluster.record(body) for body in bodies[:12])
+        cluster.wait_visible(first)
+
+        private_kafka_broker.pause()
+        try:
+            paused_writes = [cluster.record(body) for body in bodies[12:]]  # none may fail
+            time.sleep(3)
+        finally:
+            private_kafka_broker.resume()
+        cluster.wait_visible(max(paused_writes), timeout=90)
+        assert cluster.usd_by_sector() == expected_by_sector()
+        assert cluster.queries.deals().total == 5
+        assert sum(item["pledge_count"] for item in cluster.queries.pledges_by_sector()) == 8
+    finally:
+        cluster.close()
