@@ -101,7 +101,7 @@ def test_receipt_describes_the_recorded_event(service: RecordingService,
     assert datetime.fromisoformat(receipt.recorded_at).tzinfo is not None
     # The receipt itself is stored right after the event it acknowledges.
     assert store.head_position() == 2
-    assert store.log_position_of(firm_id(JP_FIRM), 1) == 1
+    assert store.log_position_of(firm_id(JP_FIRM), 1) == 2
 
 
 def test_positions_and_versions_advance(service: RecordingService,
