@@ -41,6 +41,7 @@ def create_embedded_app(settings: Settings) -> FastAPI:
     create_read_schema(read_engine)
     projector = ReadModelProjector(read_engine)
     feed = EmbeddedProjectionFeed(store, projector, poll_seconds=settings.projection_poll_seconds)
+    recording_service = RecordingService(store)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -50,6 +51,7 @@ def create_embedded_app(settings: Settings) -> FastAPI:
             yield
         finally:
             feed.stop()
+            recording_service.committer.close()
             store.close()
             read_engine.dispose()
             key_store.engine.dispose()
@@ -72,7 +74,7 @@ def create_embedded_app(settings: Settings) -> FastAPI:
         feed.wake()
 
     app.state.api_keys = key_store
-    app.state.recording_service = RecordingService(store)
+    app.state.recording_service = recording_service
     app.state.read_queries = ReadModelQueries(read_engine)
     app.state.events_recorded = events_recorded
     app.state.projection_feed = feed

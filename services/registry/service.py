@@ -29,12 +29,14 @@ def create_registry_app(settings: Settings) -> FastAPI:
     key_store = ApiKeyStore(key_engine)
     key_store.create_schema()
     store = open_event_store(settings)
+    recording_service = RecordingService(store)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            recording_service.committer.close()
             store.close()
             key_engine.dispose()
 
@@ -50,7 +52,7 @@ def create_registry_app(settings: Settings) -> FastAPI:
         appended.labels(receipt.type).inc()
 
     app.state.api_keys = key_store
-    app.state.recording_service = RecordingService(store)
+    app.state.recording_service = recording_service
     app.state.events_recorded = events_recorded
     app.include_router(write_router)
     return app

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -64,8 +63,6 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        import json
-
         payload = json.dumps(
             error_body(413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes",
                        field="body", rule="max_bytes")
@@ -94,23 +91,44 @@ class HttpMetrics:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def install_http_basics(app: FastAPI, max_body_bytes: int, metrics: HttpMetrics) -> None:
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+class RequestObserver:
+    """Counts, times and logs every request (pure ASGI: no per-request task or copy)."""
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(elapsed)
-        log.info(
-            "%s %s %s", request.method, request.url.path, response.status_code,
-            extra={"fields": {"method": request.method, "path": request.url.path,
-                              "status": response.status_code, "ms": round(elapsed * 1000, 2)}},
-        )
-        return response
+        status = 500
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(elapsed)
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s %s %s", method, scope["path"], status, extra={"fields": {
+                    "method": method, "path": scope["path"], "status": status,
+                    "ms": round(elapsed * 1000, 2)}})
+
+
+def install_http_basics(app: FastAPI, max_body_bytes: int, metrics: HttpMetrics) -> None:
+    # Added last, so outermost: a refused oversized body is still counted and logged.
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(RequestObserver, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics_endpoint() -> Response:

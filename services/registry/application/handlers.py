@@ -42,6 +42,7 @@ from services.registry.application.errors import (
     NotFound,
     VersionConflict,
 )
+from services.registry.application.group_commit import GroupCommitter
 from services.registry.application.rates import DEFAULT_RATES, ReferenceRates
 from services.registry.domain.deal import Deal
 from services.registry.domain.errors import InvalidValue, UnknownReference
@@ -66,9 +67,15 @@ def fingerprint(submission: AnySubmission) -> str:
 class RecordingService:
     """Records partner events: idempotent on the event id, optimistic on the version."""
 
-    def __init__(self, store: DealRegistryStore, rates: ReferenceRates = DEFAULT_RATES) -> None:
+    def __init__(
+        self,
+        store: DealRegistryStore,
+        rates: ReferenceRates = DEFAULT_RATES,
+        committer: GroupCommitter | None = None,
+    ) -> None:
         self.store = store
         self.rates = rates
+        self.committer = committer or GroupCommitter(store)
         self._deciders: dict[type, Callable[[Any, Provenance], RecordedAggregate]] = {
             FirmRegisteredSubmission: self._register_firm,
             MeetingHeldSubmission: self._hold_meeting,
@@ -106,7 +113,7 @@ class RecordingService:
             try:
                 # The receipt goes first, so the last position of every write is its event:
                 # a reader caught up with the events is caught up with the log's head.
-                recordings = self.store.save(receipt, aggregate)
+                recordings = self.committer.save(receipt, aggregate)
             except IntegrityError:
                 if event.originator_version == 1 and self._receipt(rid) is None:
                     raise AlreadyExists("payload", f"{submission.type} target {aggregate.id}") \

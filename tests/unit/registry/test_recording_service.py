@@ -577,13 +577,14 @@ def pledge_concurrently(
 ) -> tuple[list[Receipt], list[Exception]]:
     gate = Lockstep(writers)
     if lockstep:
-        real_save = store.save
+        # Every writer decides on the same version before any of them saves.
+        real_save = service.committer.save
 
         def save(*args: Any, **kwargs: Any) -> Any:
             gate.arrive()
             return real_save(*args, **kwargs)
 
-        store.save = save  # type: ignore[method-assign]
+        service.committer.save = save  # type: ignore[method-assign]
     start = threading.Barrier(writers)
     receipts: list[Receipt] = []
     errors: list[Exception] = []
