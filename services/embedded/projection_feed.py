@@ -16,6 +16,8 @@ from services.registry.relay.contract_events import envelopes_from
 
 log = logging.getLogger("dealreg.projection_feed")
 
+COALESCE_SECONDS = 0.002
+
 
 class EmbeddedProjectionFeed:
     def __init__(
@@ -30,20 +32,24 @@ class EmbeddedProjectionFeed:
         self.page_size = page_size
         self.poll_seconds = poll_seconds
         self._wake = threading.Event()
+        # This feed is the read model's only writer in its process, so after one look at the
+        # stored progress it knows where it is.
+        self._read_to: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def catch_up(self) -> int:
         """Apply everything in the log past the read model's position; return the new position."""
-        position = self.projector.resume_offsets(LOG_SOURCE).get(0, 0)
+        if self._read_to is None:
+            self._read_to = self.projector.resume_offsets(LOG_SOURCE).get(0, 0)
         while True:
-            notifications = list(self.store.read_log(after=position, limit=self.page_size))
+            notifications = list(self.store.read_log(after=self._read_to, limit=self.page_size))
             if not notifications:
-                return position
+                return self._read_to
             envelopes = envelopes_from(notifications, self.store.mapper)
             read_to = notifications[-1].id
             self.projector.apply(envelopes, [SourceProgress.of_log(read_to)])
-            position = read_to
+            self._read_to = read_to
 
     def wake(self) -> None:
         """Called after a write so the new event becomes readable without waiting for a poll."""
@@ -61,6 +67,9 @@ class EmbeddedProjectionFeed:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self._wake.is_set():
+                # Let concurrent writers land, so one transaction applies all of them.
+                self._stop.wait(COALESCE_SECONDS)
             self._wake.clear()
             try:
                 self.catch_up()

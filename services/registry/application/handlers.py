@@ -187,6 +187,18 @@ class RecordingService:
             return None
         return aggregate if isinstance(aggregate, kind) else None
 
+    def _firm(self, code: str) -> Firm | None:
+        """A registered firm, read without locking or copying: a firm never changes after its
+        registration, so the cached one is current. Every deal and pledge checks its firms,
+        and a locked fast-forward would make all of them queue on a popular firm."""
+        try:
+            firm = self.store.repository.get(
+                firm_id(code), fastforward_skipping=True, deepcopy_from_cache=False
+            )
+        except AggregateNotFoundError:
+            return None
+        return firm if isinstance(firm, Firm) else None
+
     def _deal(self, deal_id: UUID) -> Deal:
         deal = self._load(deal_id, Deal)
         if deal is None:
@@ -195,7 +207,7 @@ class RecordingService:
 
     def _require_firms(self, codes: list[str], field: str) -> None:
         for index, code in enumerate(codes):
-            if self._load(firm_id(code), Firm) is None:
+            if self._firm(code) is None:
                 raise UnknownReference(
                     f"{field}[{index}]", "registered_firm", f"firm {code!r} is not registered"
                 )
@@ -239,7 +251,7 @@ class RecordingService:
         amount = self._amount(s.payload.amount)
         pledge_id = s.payload.pledge_id or str(derived_id("pledge", p.recorded_by, s.event_id))
         usd = self._conversion(amount, s.payload.rate)
-        firm = self._load(firm_id(s.payload.firm), Firm)
+        firm = self._firm(s.payload.firm)
         if firm is None:
             raise UnknownReference(
                 "payload.firm", "registered_firm", f"firm {s.payload.firm!r} is not registered"
