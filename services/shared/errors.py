@@ -70,6 +70,15 @@ _TAGS = {
 }
 
 
+def validation_details(errors: Any) -> list[dict[str, Any]]:
+    """pydantic's errors as {field, rule, message}, fields as paths within the body."""
+    return [
+        {"field": _location(e.get("loc", ())), "rule": e.get("type", "invalid"),
+         "message": e.get("msg", "")}
+        for e in errors
+    ] or [{"field": "body", "rule": "invalid", "message": "invalid body"}]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -79,12 +88,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"field": _location(e.get("loc", ())), "rule": e.get("type", "invalid"),
-             "message": e.get("msg", "")}
-            for e in exc.errors()
-        ]
-        first = details[0] if details else {"field": "body", "rule": "invalid", "message": ""}
+        details = validation_details(exc.errors())
+        first = details[0]
         return error_response(
             422, "invalid_request", f"{first['field']}: {first['message']}",
             field=first["field"], rule=first["rule"], details=details,

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
         description="URL of the read models; defaults to database_url, else SQLite in data_dir",
     )
     environment: str = Field(default="development", pattern="^(development|production|test)$")
-    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     projection_poll_seconds: float = Field(default=0.5, gt=0)
     freshness_wait_seconds: float = Field(
         default=5.0, ge=0, description="How long a read with min_position waits for projections"

@@ -185,7 +185,7 @@ class HttpContract:
             response = registry.client.post("/v1/events", content=raw, headers=headers)
             assert response.status_code == 422, raw
             assert response.json()["error"]["message"]
-        huge = json.dumps({**firm("f", "abc"), "pad": "x" * (300 * 1024)}).encode()
+        huge = json.dumps({**firm("f", "abc"), "pad": "x" * (5 * 1024 * 1024)}).encode()
         response = registry.client.post("/v1/events", content=huge, headers=headers)
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "payload_too_large"
@@ -241,6 +241,43 @@ class HttpContract:
             assert again.post(scenario()[0]).json()["replayed"] is True
         finally:
             again.close()
+
+    def test_batch_answers_each_item_on_its_own(self, registry: Registry) -> None:
+        bodies = [firm("b-1", "lohum"), firm("b-2", "attero"), {"type": "nonsense"},
+                  deal("b-3", ["lohum", "attero"]), deal("b-4", ["lohum", "ghost-co"]),
+                  firm("b-5", "lohum")]
+        response = registry.client.post("/v1/events/batch", json=bodies,
+                                        headers=registry.headers())
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert [item["status"] for item in answer["items"]] == [201, 201, 422, 201, 422, 409]
+        assert (answer["recorded"], answer["failed"]) == (3, 3)
+        assert answer["items"][4]["error"]["field"] == "payload.parties[1]"
+        assert answer["items"][5]["error"]["code"] == "already_exists"
+        again = registry.client.post("/v1/events/batch", json=bodies[:2],
+                                     headers=registry.headers()).json()
+        assert [item["receipt"]["replayed"] for item in again["items"]] == [True, True]
+        assert again["recorded"] == 0
+
+    def test_batch_accepts_ndjson_and_refuses_bad_envelopes(self, registry: Registry) -> None:
+        ndjson = "\n".join(json.dumps(b) for b in (firm("n-1", "tata-motors"),
+                                                   firm("n-2", "maruti-suzuki")))
+        headers = {**registry.headers(), "content-type": "application/x-ndjson"}
+        response = registry.client.post("/v1/events/batch", content=ndjson, headers=headers)
+        assert response.status_code == 200 and response.json()["recorded"] == 2
+        head = registry.head()
+        for raw, content_type in ((b"[]", "application/json"), (b"{}", "application/json"),
+                                  (b"{bad", "application/json"),
+                                  (b'{"a": 1}\nnot json', "application/x-ndjson"),
+                                  (json.dumps([firm("x", "abc")] * 1001).encode(),
+                                   "application/json")):
+            response = registry.client.post("/v1/events/batch", content=raw, headers={
+                **registry.headers(), "content-type": content_type})
+            assert response.status_code == 422, raw[:40]
+            assert response.json()["error"]["rule"]
+        assert registry.client.post("/v1/events/batch", json=[firm("r", "abc")], headers=
+                                    registry.headers(Role.READER)).status_code == 403
+        assert registry.head() == head
 
     def test_health_and_docs(self, registry: Registry) -> None:
         assert registry.client.get("/healthz").json() == {"status": "ok"}

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request, Response
+from pydantic import TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from contracts.submissions_v1 import Receipt, Submission
 from services.registry.api.errors import as_api_error
 from services.registry.application.commands import RecordPartnerEvent
 from services.registry.application.handlers import RecordingService
 from services.shared.api_keys import Writer
+from services.shared.errors import ApiError, error_body, validation_details
+
+MAX_BATCH_ITEMS = 1000
+SUBMISSION = TypeAdapter(Submission)
 
 router = APIRouter(prefix="/v1", tags=["write"])
 
@@ -47,3 +54,79 @@ def record_event(
         request.app.state.events_recorded(receipt)
     response.headers["X-Log-Position"] = str(receipt.position)
     return receipt
+
+
+@router.post(
+    "/events/batch", responses=ERROR_RESPONSES, summary="Record many partner events",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "array", "maxItems": MAX_BATCH_ITEMS,
+                                        "items": {"type": "object", "description":
+                                                  "one event, as POST /v1/events takes it"}}},
+        "application/x-ndjson": {"schema": {"type": "string"}},
+    }}},
+)
+async def record_events(request: Request, principal: Writer) -> dict[str, Any]:
+    """Record up to 1,000 events, in order, from a JSON array or NDJSON (one event per line).
+    Each item is answered on its own, exactly as `POST /v1/events` would answer it: a bad item
+    never stops the others, and a retried batch replays the items already recorded."""
+    items = _batch_items(await request.body(), request.headers.get("content-type", ""))
+    service: RecordingService = request.app.state.recording_service
+    answers: list[dict[str, Any]] = []
+    recorded = 0
+    for index, item in enumerate(items):
+        answer = await run_in_threadpool(_record_one, service, principal.name, item)
+        if answer["status"] == 201 and not answer["receipt"]["replayed"]:
+            recorded += 1
+            request.app.state.events_recorded(Receipt.model_validate(answer["receipt"]))
+        answers.append({"index": index, **answer})
+    failed = sum(1 for a in answers if a["status"] >= 400)
+    return {"items": answers, "recorded": recorded, "failed": failed}
+
+
+def _batch_items(body: bytes, content_type: str) -> list[Any]:
+    if "ndjson" in content_type:
+        lines = [line for line in body.splitlines() if line.strip()]
+        items: list[Any] = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                items.append(json.loads(line))
+            except ValueError:
+                raise ApiError(422, "invalid_request", f"line {number} is not JSON",
+                               field=f"line {number}", rule="json") from None
+    else:
+        try:
+            items = json.loads(body)
+        except ValueError:
+            raise ApiError(422, "invalid_request", "the body is not JSON", field="body",
+                           rule="json") from None
+        if not isinstance(items, list):
+            raise ApiError(422, "invalid_request", "send a JSON array of events (or NDJSON)",
+                           field="body", rule="array")
+    if not items:
+        raise ApiError(422, "invalid_request", "the batch is empty", field="body",
+                       rule="min_items")
+    if len(items) > MAX_BATCH_ITEMS:
+        raise ApiError(422, "invalid_request", f"at most {MAX_BATCH_ITEMS} events per batch",
+                       field="body", rule="max_items")
+    return items
+
+
+def _record_one(service: RecordingService, principal: str, item: Any) -> dict[str, Any]:
+    try:
+        submission = SUBMISSION.validate_python(item)
+    except ValidationError as exc:
+        details = validation_details(exc.errors())
+        first = details[0]
+        body = error_body(422, "invalid_request", f"{first['field']}: {first['message']}",
+                          field=first["field"], rule=first["rule"], details=details)
+        return {"status": 422, **body}
+    try:
+        receipt = service.record(RecordPartnerEvent(principal, submission))
+    except Exception as exc:  # noqa: BLE001 - translated, or re-raised when unexpected
+        error = as_api_error(exc)
+        if not isinstance(error, ApiError):
+            raise
+        return {"status": error.status, **error_body(
+            error.status, error.code, error.message, field=error.field, rule=error.rule,
+            **error.extra)}
+    return {"status": 201, "receipt": receipt.model_dump(mode="json")}
