@@ -7,13 +7,14 @@ or below the recorded one) is skipped. Works on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, Inexact, localcontext
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -103,6 +104,20 @@ def _insert(conn: Connection, table: Any) -> Any:
     return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
+AMOUNT_COLUMNS = ("low", "high", "usd_low", "usd_high")
+
+
+@dataclass
+class TotalsDelta:
+    """How one batch changes one group's totals."""
+
+    count: int = 0
+    low: Decimal = Decimal(0)
+    high: Decimal = Decimal(0)
+    usd_low: Decimal = Decimal(0)
+    usd_high: Decimal = Decimal(0)
+
+
 def signed(amount: Decimal, sign: int) -> Decimal:
     # copy_negate never rounds; multiplying by -1 would round to the context's 28 digits.
     return amount if sign > 0 else amount.copy_negate()
@@ -117,6 +132,8 @@ class ReadModelProjector:
     def __init__(self, engine: Engine, name: str = READ_MODEL_PROJECTOR) -> None:
         self.engine = engine
         self.name = name
+        self._applying = threading.Lock()
+        self._totals_delta: dict[tuple[str, str, str], TotalsDelta] = {}
         self._handlers: dict[EventType, Handler] = {
             EventType.FIRM_REGISTERED: self._firm_registered,
             EventType.MEETING_HELD: self._meeting_held,
@@ -152,11 +169,17 @@ class ReadModelProjector:
         if progress is None:
             progress = [SourceProgress.of_log(max(e.position for e in envelopes))] \
                 if envelopes else []
-        with self.engine.begin() as conn:
+        with self._applying, self.engine.begin() as conn:
             self._lock(conn)
+            self._totals_delta.clear()
+            before = self._applied_versions(conn, {e.aggregate_id for e in envelopes})
+            applied = dict(before)
             for envelope in sorted(envelopes, key=lambda e: e.position):
-                if self._is_new(conn, envelope):
+                if envelope.aggregate_version > applied.get(envelope.aggregate_id, 0):
                     self._apply_one(conn, envelope)
+                    applied[envelope.aggregate_id] = envelope.aggregate_version
+            self._write_applied_versions(conn, before, applied)
+            self._write_totals(conn)
             for item in merged(progress):
                 self._record_progress(conn, item)
             return read_position(conn, self.name)
@@ -170,23 +193,34 @@ class ReadModelProjector:
                          .on_conflict_do_nothing())
             conn.execute(locked.with_for_update()).one()
 
-    def _is_new(self, conn: Connection, envelope: EventEnvelope) -> bool:
-        applied = conn.execute(
-            select(applied_versions.c.version)
-            .where(applied_versions.c.aggregate_id == envelope.aggregate_id)
-        ).scalar()
-        if applied is None:
-            conn.execute(insert(applied_versions).values(
-                aggregate_id=envelope.aggregate_id, version=envelope.aggregate_version))
-            return True
-        if envelope.aggregate_version <= applied:
-            return False
-        conn.execute(
-            update(applied_versions)
-            .where(applied_versions.c.aggregate_id == envelope.aggregate_id)
-            .values(version=envelope.aggregate_version)
-        )
-        return True
+    @staticmethod
+    def _applied_versions(conn: Connection, aggregate_ids: set[UUID]) -> dict[UUID, int]:
+        """The last applied version of each aggregate in a batch: one query per batch."""
+        found: dict[UUID, int] = {}
+        ids = list(aggregate_ids)
+        for start in range(0, len(ids), 500):  # stay below every driver's parameter limit
+            rows = conn.execute(
+                select(applied_versions.c.aggregate_id, applied_versions.c.version)
+                .where(applied_versions.c.aggregate_id.in_(ids[start:start + 500]))
+            ).all()
+            found.update({row.aggregate_id: row.version for row in rows})
+        return found
+
+    @staticmethod
+    def _write_applied_versions(
+        conn: Connection, before: dict[UUID, int], applied: dict[UUID, int]
+    ) -> None:
+        new = [{"aggregate_id": a, "version": v} for a, v in applied.items() if a not in before]
+        if new:
+            conn.execute(insert(applied_versions), new)
+        changed = [{"b_id": a, "version": v} for a, v in applied.items()
+                   if a in before and v != before[a]]
+        if changed:
+            conn.execute(
+                update(applied_versions)
+                .where(applied_versions.c.aggregate_id == bindparam("b_id")),
+                changed,
+            )
 
     def _record_progress(self, conn: Connection, item: SourceProgress) -> None:
         key = (
@@ -196,13 +230,13 @@ class ReadModelProjector:
         )
         row = conn.execute(select(source_progress).where(*key)).first()
         if row is None:
-            conn.execute(insert(source_progress).values(
+            conn.execute(insert(source_progress), dict(
                 projector=self.name, source=item.source, partition=item.partition,
                 offset=item.offset, position=item.position, caught_up=item.caught_up,
             ))
             return
         # Never move back: a late, smaller batch must not undo a larger one's progress.
-        conn.execute(update(source_progress).where(*key).values(
+        conn.execute(update(source_progress).where(*key), dict(
             offset=max(row.offset, item.offset),
             position=max(row.position, item.position),
             caught_up=item.caught_up if item.offset >= row.offset else row.caught_up,
@@ -216,13 +250,13 @@ class ReadModelProjector:
     # Firms and meetings
 
     def _firm_registered(self, conn: Connection, e: EventEnvelope, p: FirmRegistered) -> None:
-        conn.execute(insert(firms).values(
+        conn.execute(insert(firms), dict(
             firm_id=e.aggregate_id, code=p.code, name=p.name, country=p.country, kind=p.kind,
             registered_at=e.occurred_at, position=e.position,
         ))
 
     def _meeting_held(self, conn: Connection, e: EventEnvelope, p: MeetingHeld) -> None:
-        conn.execute(insert(meetings).values(
+        conn.execute(insert(meetings), dict(
             meeting_id=e.aggregate_id, title=p.title, location=p.location,
             closed_door=p.closed_door, attendees=list(p.attendees),
             government_bodies=list(p.government_bodies), sectors=list(p.sectors),
@@ -233,7 +267,7 @@ class ReadModelProjector:
     # Deals
 
     def _deal_proposed(self, conn: Connection, e: EventEnvelope, p: DealProposed) -> None:
-        conn.execute(insert(deals).values(
+        conn.execute(insert(deals), dict(
             deal_id=e.aggregate_id, title=p.title, format=p.format, sector=p.sector,
             status=DealStatus.PROPOSED.value, parties=list(p.parties), description=p.description,
             version=e.aggregate_version, proposed_at=e.occurred_at, updated_at=e.occurred_at,
@@ -241,7 +275,7 @@ class ReadModelProjector:
             tech_transfers=[], joint_ventures=[], facilities=[], cancellation=None,
         ))
         for firm_code in dict.fromkeys(p.parties):  # A party named twice is one party.
-            conn.execute(insert(deal_parties).values(deal_id=e.aggregate_id, firm_code=firm_code))
+            conn.execute(insert(deal_parties), dict(deal_id=e.aggregate_id, firm_code=firm_code))
 
     def _tech_transfer_signed(
         self, conn: Connection, e: EventEnvelope, p: TechTransferSigned
@@ -299,7 +333,7 @@ class ReadModelProjector:
                 version=e.aggregate_version, updated_at=e.occurred_at, last_position=e.position
             )
         )
-        conn.execute(insert(deal_events).values(
+        conn.execute(insert(deal_events), dict(
             position=e.position, deal_id=e.aggregate_id, aggregate_version=e.aggregate_version,
             type=e.type.value, event_id=e.event_id, occurred_at=e.occurred_at,
             recorded_at=e.recorded_at, recorded_by=e.recorded_by,
@@ -313,7 +347,7 @@ class ReadModelProjector:
         deal = self._deal(conn, e.aggregate_id)
         country = p.firm_country
         counted = deal.status != DealStatus.CANCELLED
-        conn.execute(insert(pledges).values(
+        conn.execute(insert(pledges), dict(
             deal_id=e.aggregate_id, pledge_id=p.pledge_id, firm_code=p.firm, firm_country=country,
             sector=deal.sector, currency=p.amount.currency, low=p.amount.low,
             high=p.amount.high, usd_low=p.usd.low, usd_high=p.usd.high,
@@ -361,33 +395,48 @@ class ReadModelProjector:
         )
 
     def _adjust_totals(self, conn: Connection, pledge: Contribution, sign: int) -> None:
-        """Add (sign +1) or remove (sign -1) one pledge from its three groups' totals."""
-        amounts = {
-            column: signed(getattr(pledge, column), sign)
-            for column in ("low", "high", "usd_low", "usd_high")
-        }
-        for dimension, key in pledge.groups():
+        """Add (sign +1) or remove (sign -1) one pledge from its three groups' totals.
+
+        Changes gather in memory and reach the table once per batch (`_write_totals`): a
+        batch touches a few dozen groups, however many pledges it carries."""
+        del conn  # written by _write_totals, in the same transaction
+        with localcontext() as exact:
+            exact.prec = EXACT_PRECISION
+            exact.traps[Inexact] = True
+            for dimension, key in pledge.groups():
+                delta = self._totals_delta.setdefault(
+                    (dimension.value, key, pledge.currency), TotalsDelta())
+                delta.count += sign
+                for column in AMOUNT_COLUMNS:
+                    setattr(delta, column,
+                            getattr(delta, column) + signed(getattr(pledge, column), sign))
+
+    def _write_totals(self, conn: Connection) -> None:
+        for (dimension, key, currency), delta in self._totals_delta.items():
             where = (
-                pledge_totals.c.dimension == dimension.value,
+                pledge_totals.c.dimension == dimension,
                 pledge_totals.c.group_key == key,
-                pledge_totals.c.currency == pledge.currency,
+                pledge_totals.c.currency == currency,
             )
             row = conn.execute(select(pledge_totals).where(*where)).first()
             if row is None:
-                conn.execute(insert(pledge_totals).values(
-                    dimension=dimension.value, group_key=key, currency=pledge.currency,
-                    pledge_count=sign, **amounts,
-                ))
+                if delta.count != 0:
+                    conn.execute(insert(pledge_totals), dict(
+                        dimension=dimension, group_key=key, currency=currency,
+                        pledge_count=delta.count,
+                        **{c: getattr(delta, c) for c in AMOUNT_COLUMNS},
+                    ))
                 continue
-            count = row.pledge_count + sign
+            count = row.pledge_count + delta.count
             if count == 0:
                 conn.execute(delete(pledge_totals).where(*where))
                 continue
             with localcontext() as exact:
                 exact.prec = EXACT_PRECISION
                 exact.traps[Inexact] = True
-                sums = {column: getattr(row, column) + amount for column, amount in amounts.items()}
-            conn.execute(update(pledge_totals).where(*where).values(pledge_count=count, **sums))
+                sums = {c: getattr(row, c) + getattr(delta, c) for c in AMOUNT_COLUMNS}
+            conn.execute(update(pledge_totals).where(*where), dict(pledge_count=count, **sums))
+        self._totals_delta.clear()
 
     # Lookups
 
