@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,10 +24,7 @@ from uuid import uuid4
 import httpx
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
-
-from services.shared.api_keys import ApiKeyStore, Role
-from services.shared.database import create_sql_engine
-from services.shared.settings import Settings
+from service_process import partner_headers, start_service
 
 T = "2025-06-01T10:00:00+05:30"
 DEALS = 100
@@ -53,36 +46,8 @@ def library_saves_per_second(data_dir: Path, events: int) -> float:
     return events / (time.perf_counter() - started)
 
 
-def start_service(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up", "--port", str(port),
-         "--data-dir", str(data_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "DEALREG_LOG_LEVEL": "WARNING"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("the service did not start")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def http_appends(data_dir: Path, events: int, concurrency: int) -> tuple[float, list[float]]:
-    keys = ApiKeyStore(create_sql_engine(Settings(data_dir=data_dir).registry_tables_url()))
-    keys.create_schema()
-    headers = {"Authorization": f"Bearer {keys.create('bench', Role.PARTNER)}"}
+    headers = partner_headers(data_dir)
     process, url = start_service(data_dir)
     local = threading.local()
 

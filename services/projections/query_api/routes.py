@@ -21,7 +21,8 @@ from services.shared.api_keys import Reader
 from services.shared.errors import ApiError
 
 POSITION_HEADER = "X-Log-Position"
-POLL_SECONDS = 0.01
+FIRST_POLL_SECONDS = 0.002
+MAX_POLL_SECONDS = 0.05
 MAX_LIMIT = 500
 
 
@@ -46,8 +47,12 @@ async def visible_position(
         return current
     loop = asyncio.get_running_loop()
     deadline = loop.time() + request.app.state.settings.freshness_wait_seconds
+    pause = FIRST_POLL_SECONDS
     while loop.time() < deadline:
-        await asyncio.sleep(POLL_SECONDS)
+        await asyncio.sleep(pause)
+        # Back off: many waiting readers polling fast would take the CPU from the projector
+        # they are waiting for.
+        pause = min(pause * 2, MAX_POLL_SECONDS)
         current = await run_in_threadpool(queries.position)
         if current >= min_position:
             return current
