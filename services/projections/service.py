@@ -3,9 +3,7 @@ over it (the same answers as the embedded mode). Several instances split the par
 
 from __future__ import annotations
 
-import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 
 from fastapi import FastAPI
 from prometheus_client import Gauge
@@ -24,7 +22,7 @@ from services.projections.read_model.tables import create_read_schema
 from services.shared.api_keys import ApiKeyStore
 from services.shared.database import check_reachable, create_sql_engine
 from services.shared.http_basics import HttpMetrics
-from services.shared.service_app import create_service_app
+from services.shared.service_app import create_service_app, running_in_background
 from services.shared.settings import Settings
 
 DESCRIPTION = """Deal Registry read API, fed from Kafka. Dashboards read `/v1/pledges/*`,
@@ -64,19 +62,8 @@ def create_projection_app(settings: Settings) -> FastAPI:
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
     ))
-    stop = threading.Event()
-    thread = threading.Thread(target=consumer.run, args=(stop,), name="consumer", daemon=True)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(timeout=15)
-            read_engine.dispose()
-            key_engine.dispose()
+    lifespan = running_in_background(consumer.run, "consumer", read_engine.dispose,
+                                     key_engine.dispose)
 
     def broker_reachable() -> None:
         if not consumer.stats.connected:

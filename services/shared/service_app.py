@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,6 +15,29 @@ from services.shared.http_basics import HttpMetrics, install_http_basics
 from services.shared.settings import Settings
 
 Probe = Callable[[], object]
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def running_in_background(
+    loop: Callable[[threading.Event], None], name: str, *closers: Callable[[], object]
+) -> Lifespan:
+    """A lifespan that runs `loop(stop)` in a thread while the app serves; at shutdown it
+    sets `stop`, waits for the thread, then calls the closers."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        thread = threading.Thread(target=loop, args=(stop,), name=name, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=15)
+            for close in closers:
+                close()
+
+    return lifespan
 
 
 def create_service_app(
@@ -22,7 +46,7 @@ def create_service_app(
     settings: Settings,
     metrics: HttpMetrics,
     readiness: dict[str, Probe],
-    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    lifespan: Lifespan | None = None,
 ) -> FastAPI:
     """`readiness` names each dependency and a call that raises while it is unreachable."""
     app = FastAPI(title=title, version="0.1.0", description=description, lifespan=lifespan)

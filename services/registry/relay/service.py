@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 from prometheus_client import Gauge
 
@@ -16,7 +12,7 @@ from services.registry.relay.published_position import PublishedPosition
 from services.registry.relay.relay import Relay
 from services.shared.database import check_reachable, create_sql_engine
 from services.shared.http_basics import HttpMetrics
-from services.shared.service_app import create_service_app
+from services.shared.service_app import create_service_app, running_in_background
 from services.shared.settings import Settings
 
 DESCRIPTION = "Deal Registry relay: publishes the event log to Kafka, in order, at least once."
@@ -46,18 +42,7 @@ def build_relay(settings: Settings) -> Relay:
 
 def create_relay_app(settings: Settings) -> FastAPI:
     relay = build_relay(settings)
-    stop = threading.Event()
-    thread = threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(timeout=15)
-            relay.store.close()
+    lifespan = running_in_background(relay.run, "relay", relay.store.close)
 
     def broker_reachable() -> None:
         if relay.status.leading and not relay.status.broker_ok:
