@@ -70,17 +70,36 @@ async def record_events(request: Request, principal: Writer) -> dict[str, Any]:
     Each item is answered on its own, exactly as `POST /v1/events` would answer it: a bad item
     never stops the others, and a retried batch replays the items already recorded."""
     items = _batch_items(await request.body(), request.headers.get("content-type", ""))
-    service: RecordingService = request.app.state.recording_service
-    answers: list[dict[str, Any]] = []
-    recorded = 0
+    answers: dict[int, dict[str, Any]] = {}
+    valid: dict[int, Any] = {}
     for index, item in enumerate(items):
-        answer = await run_in_threadpool(_record_one, service, principal.name, item)
-        if answer["status"] == 201 and not answer["receipt"]["replayed"]:
-            recorded += 1
-            request.app.state.events_recorded(Receipt.model_validate(answer["receipt"]))
-        answers.append({"index": index, **answer})
-    failed = sum(1 for a in answers if a["status"] >= 400)
-    return {"items": answers, "recorded": recorded, "failed": failed}
+        try:
+            valid[index] = SUBMISSION.validate_python(item)
+        except ValidationError as exc:
+            details = validation_details(exc.errors())
+            first = details[0]
+            answers[index] = {"status": 422, **error_body(
+                422, "invalid_request", f"{first['field']}: {first['message']}",
+                field=first["field"], rule=first["rule"], details=details)}
+    service: RecordingService = request.app.state.recording_service
+    outcomes = await run_in_threadpool(service.record_many, principal.name, list(valid.values()))
+    recorded = 0
+    for index, outcome in zip(valid, outcomes, strict=True):
+        if isinstance(outcome, Receipt):
+            answers[index] = {"status": 201, "receipt": outcome.model_dump(mode="json")}
+            if not outcome.replayed:
+                recorded += 1
+                request.app.state.events_recorded(outcome)
+            continue
+        error = as_api_error(outcome)
+        if not isinstance(error, ApiError):
+            raise outcome
+        answers[index] = {"status": error.status, **error_body(
+            error.status, error.code, error.message, field=error.field, rule=error.rule,
+            **error.extra)}
+    ordered = [{"index": index, **answers[index]} for index in range(len(items))]
+    failed = sum(1 for answer in ordered if answer["status"] >= 400)
+    return {"items": ordered, "recorded": recorded, "failed": failed}
 
 
 def _batch_items(body: bytes, content_type: str) -> list[Any]:
@@ -109,24 +128,3 @@ def _batch_items(body: bytes, content_type: str) -> list[Any]:
         raise ApiError(422, "invalid_request", f"at most {MAX_BATCH_ITEMS} events per batch",
                        field="body", rule="max_items")
     return items
-
-
-def _record_one(service: RecordingService, principal: str, item: Any) -> dict[str, Any]:
-    try:
-        submission = SUBMISSION.validate_python(item)
-    except ValidationError as exc:
-        details = validation_details(exc.errors())
-        first = details[0]
-        body = error_body(422, "invalid_request", f"{first['field']}: {first['message']}",
-                          field=first["field"], rule=first["rule"], details=details)
-        return {"status": 422, **body}
-    try:
-        receipt = service.record(RecordPartnerEvent(principal, submission))
-    except Exception as exc:  # noqa: BLE001 - translated, or re-raised when unexpected
-        error = as_api_error(exc)
-        if not isinstance(error, ApiError):
-            raise
-        return {"status": error.status, **error_body(
-            error.status, error.code, error.message, field=error.field, rule=error.rule,
-            **error.extra)}
-    return {"status": 201, "receipt": receipt.model_dump(mode="json")}

@@ -42,7 +42,11 @@ class GroupCommitter:
     def save(self, *objs: Any) -> list[Recording[Any]]:
         """Save the aggregates' pending events; returns their recordings, in order.
         Raises what saving them alone would raise (IntegrityError on a conflict)."""
-        request = _Request([event for obj in objs for event in obj.collect_events()])
+        return self.save_events([event for obj in objs for event in obj.collect_events()])
+
+    def save_events(self, events: list[Any]) -> list[Recording[Any]]:
+        """Save these events in one transaction, in this order; returns their recordings."""
+        request = _Request(events)
         self._queue.put(request)
         return request.result.result()
 

@@ -12,7 +12,8 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -44,8 +45,9 @@ from services.registry.application.errors import (
 )
 from services.registry.application.group_commit import GroupCommitter
 from services.registry.application.rates import DEFAULT_RATES, ReferenceRates
+from services.registry.application.unit_of_work import UnitOfWork
 from services.registry.domain.deal import Deal
-from services.registry.domain.errors import InvalidValue, UnknownReference
+from services.registry.domain.errors import DomainError, InvalidValue, UnknownReference
 from services.registry.domain.firm import Firm
 from services.registry.domain.identities import derived_id, firm_id, receipt_id
 from services.registry.domain.meeting import Meeting
@@ -64,6 +66,35 @@ def fingerprint(submission: AnySubmission) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
+REFUSALS = (DomainError, AlreadyExists, NotFound, VersionConflict, IdempotencyConflict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A decided event and its receipt, not yet saved."""
+
+    receipt_id: UUID
+    fingerprint: str
+    event_id: str
+    type: str
+    aggregate_id: UUID
+    aggregate_version: int
+    recorded_at: str
+    recorded_by: str
+    events: list[Any]
+
+    @property
+    def creates(self) -> bool:
+        return self.aggregate_version == 1
+
+    def receipt_at(self, position: int) -> Receipt:
+        return Receipt(
+            event_id=self.event_id, type=self.type, aggregate_id=self.aggregate_id,
+            aggregate_version=self.aggregate_version, position=position,
+            recorded_at=self.recorded_at, recorded_by=self.recorded_by,
+        )
+
+
 class RecordingService:
     """Records partner events: idempotent on the event id, optimistic on the version."""
 
@@ -76,7 +107,9 @@ class RecordingService:
         self.store = store
         self.rates = rates
         self.committer = committer or GroupCommitter(store)
-        self._deciders: dict[type, Callable[[Any, Provenance], RecordedAggregate]] = {
+        self._deciders: dict[
+            type, Callable[[Any, Provenance, UnitOfWork], RecordedAggregate]
+        ] = {
             FirmRegisteredSubmission: self._register_firm,
             MeetingHeldSubmission: self._hold_meeting,
             DealProposedSubmission: self._propose_deal,
@@ -90,50 +123,118 @@ class RecordingService:
         }
 
     def record(self, command: RecordPartnerEvent) -> Receipt:
+        """Record one partner event, or answer a retry of it with its original receipt."""
+        for _ in range(SAVE_ATTEMPTS):
+            decision = self._decide(UnitOfWork(self.store), command)
+            if isinstance(decision, Receipt):
+                return decision
+            try:
+                recordings = self.committer.save_events(decision.events)
+            except IntegrityError:
+                if decision.creates and self._stored_receipt(decision.receipt_id) is None:
+                    raise AlreadyExists("payload", f"{decision.type} target "
+                                        f"{decision.aggregate_id}") from None
+                time.sleep(random.uniform(0, BACKOFF_SECONDS))
+                continue
+            return decision.receipt_at(recordings[-1].notification.id)
+        raise VersionConflict(str(decision.aggregate_id), command.submission.expected_version,
+                              decision.aggregate_version - 1)
+
+    def record_many(
+        self, principal: str, submissions: Sequence[AnySubmission]
+    ) -> list[Receipt | Exception]:
+        """Record a batch in order, each event seeing those before it, in one transaction.
+
+        Each item gets what `record` would have answered it. If another writer got in the
+        way of the batch, the items are recorded one by one instead."""
+        uow = UnitOfWork(self.store)
+        outcomes: list[Receipt | Exception | Decision | int] = []
+        decided_at: dict[UUID, int] = {}
+        for submission in submissions:
+            rid = receipt_id(principal, submission.event_id)
+            if rid in decided_at:  # the same event twice in one batch
+                first = outcomes[decided_at[rid]]
+                assert isinstance(first, Decision)
+                same = first.fingerprint == fingerprint(submission)
+                outcomes.append(decided_at[rid] if same
+                                else IdempotencyConflict(submission.event_id))
+                continue
+            try:
+                decision = self._decide(uow, RecordPartnerEvent(principal, submission))
+            except REFUSALS as exc:
+                outcomes.append(exc)
+                continue
+            if isinstance(decision, Decision):
+                decided_at[rid] = len(outcomes)
+            outcomes.append(decision)
+        decisions = [o for o in outcomes if isinstance(o, Decision)]
+        try:
+            recordings = self.committer.save_events([e for d in decisions for e in d.events])
+        except IntegrityError:
+            return [self._record_refusing(principal, s) for s in submissions]
+        receipts: dict[int, Receipt] = {}
+        end = 0
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, Decision):
+                end += len(outcome.events)
+                receipts[index] = outcome.receipt_at(recordings[end - 1].notification.id)
+        return [
+            receipts[index] if isinstance(outcome, Decision)
+            else receipts[outcome].model_copy(update={"replayed": True})
+            if isinstance(outcome, int) else outcome
+            for index, outcome in enumerate(outcomes)
+        ]
+
+    def _record_refusing(self, principal: str, submission: AnySubmission) -> Receipt | Exception:
+        try:
+            return self.record(RecordPartnerEvent(principal, submission))
+        except REFUSALS as exc:
+            return exc
+
+    def _decide(self, uow: UnitOfWork, command: RecordPartnerEvent) -> Receipt | Decision:
+        """The original receipt of a retry, or the new event with its receipt, unsaved."""
         submission = command.submission
         print_ = fingerprint(submission)
         rid = receipt_id(command.principal, submission.event_id)
+        earlier = self._stored_receipt(rid)
+        if earlier is not None:
+            return self._replay(earlier, print_)
         provenance = Provenance(
             occurred_at=submission.occurred_at,
             recorded_by=command.principal,
             partner_event_id=submission.event_id,
         )
-        decide = self._deciders[type(submission)]
-        for _ in range(SAVE_ATTEMPTS):
-            earlier = self._receipt(rid)
-            if earlier is not None:
-                return self._replay(earlier, print_)
-            aggregate = decide(submission, provenance)
-            self._check_expected_version(aggregate, submission.expected_version)
-            (event,) = aggregate.pending_events
-            receipt = IngestionReceipt.issue(
-                rid, submission.event_id, command.principal, print_, submission.type,
-                aggregate.id, aggregate.version, event.timestamp.isoformat(),
-            )
-            try:
-                # The receipt goes first, so the last position of every write is its event:
-                # a reader caught up with the events is caught up with the log's head.
-                recordings = self.committer.save(receipt, aggregate)
-            except IntegrityError:
-                if event.originator_version == 1 and self._receipt(rid) is None:
-                    raise AlreadyExists("payload", f"{submission.type} target {aggregate.id}") \
-                        from None
-                time.sleep(random.uniform(0, BACKOFF_SECONDS))
-                continue
-            return Receipt(
-                event_id=submission.event_id,
-                type=submission.type,
-                aggregate_id=aggregate.id,
-                aggregate_version=aggregate.version,
-                position=recordings[-1].notification.id,
-                recorded_at=event.timestamp.isoformat(),
-                recorded_by=command.principal,
-            )
-        raise VersionConflict(str(aggregate.id), submission.expected_version, aggregate.version)
+        aggregate = self._deciders[type(submission)](submission, provenance, uow)
+        (event,) = aggregate.pending_events
+        version_before = aggregate.version - 1
+        expected = submission.expected_version
+        if expected is not None and expected != version_before:
+            # The aggregate has taken the event in memory: nobody in this unit may use it.
+            aggregate.collect_events()
+            uow.forget(aggregate.id)
+            raise VersionConflict(str(aggregate.id), expected, version_before)
+        receipt = IngestionReceipt.issue(
+            rid, submission.event_id, command.principal, print_, submission.type,
+            aggregate.id, aggregate.version, event.timestamp.isoformat(),
+        )
+        uow.track(aggregate)
+        return Decision(
+            receipt_id=rid,
+            fingerprint=print_,
+            event_id=submission.event_id,
+            type=submission.type,
+            aggregate_id=aggregate.id,
+            aggregate_version=aggregate.version,
+            recorded_at=event.timestamp.isoformat(),
+            recorded_by=command.principal,
+            # The receipt goes first, so the last position of every write is its event:
+            # a reader caught up with the events is caught up with the log's head.
+            events=[*receipt.collect_events(), *aggregate.collect_events()],
+        )
 
     # Idempotency and concurrency.
 
-    def _receipt(self, rid: UUID) -> IngestionReceipt | None:
+    def _stored_receipt(self, rid: UUID) -> IngestionReceipt | None:
         try:
             return self.store.repository.get(rid)  # type: ignore[no-any-return]
         except AggregateNotFoundError:
@@ -155,15 +256,11 @@ class RecordingService:
             replayed=True,
         )
 
-    @staticmethod
-    def _check_expected_version(aggregate: RecordedAggregate, expected: int | None) -> None:
-        version_before = aggregate.version - 1
-        if expected is not None and expected != version_before:
-            raise VersionConflict(str(aggregate.id), expected, version_before)
-
     # Loading.
 
-    def _new_aggregate_id(self, given: UUID | None, kind: str, provenance: Provenance) -> UUID:
+    def _new_aggregate_id(
+        self, uow: UnitOfWork, given: UUID | None, kind: str, provenance: Provenance
+    ) -> UUID:
         # Ids the registry derives are version 5; a partner's own must be random (version 4),
         # so no partner can take the id a firm or a derived deal will need later.
         if given is not None and given.version != 4:
@@ -173,41 +270,21 @@ class RecordingService:
         aggregate_id = given or derived_id(
             kind, provenance.recorded_by, provenance.partner_event_id
         )
-        if self._exists(aggregate_id):
+        if uow.exists(aggregate_id):
             raise AlreadyExists(f"payload.{kind}_id", f"{kind} {aggregate_id}")
         return aggregate_id
 
-    def _exists(self, aggregate_id: UUID) -> bool:
-        return bool(self.store.recorder.select_events(aggregate_id, limit=1))
-
-    def _load(self, aggregate_id: UUID, kind: type[RecordedAggregate]) -> RecordedAggregate | None:
-        try:
-            aggregate = self.store.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-        return aggregate if isinstance(aggregate, kind) else None
-
-    def _firm(self, code: str) -> Firm | None:
-        """A registered firm, read without locking or copying: a firm never changes after its
-        registration, so the cached one is current. Every deal and pledge checks its firms,
-        and a locked fast-forward would make all of them queue on a popular firm."""
-        try:
-            firm = self.store.repository.get(
-                firm_id(code), fastforward_skipping=True, deepcopy_from_cache=False
-            )
-        except AggregateNotFoundError:
-            return None
-        return firm if isinstance(firm, Firm) else None
-
-    def _deal(self, deal_id: UUID) -> Deal:
-        deal = self._load(deal_id, Deal)
+    @staticmethod
+    def _deal(uow: UnitOfWork, deal_id: UUID) -> Deal:
+        deal = uow.get(deal_id, Deal)
         if deal is None:
             raise NotFound("payload.deal_id", f"deal {deal_id}")
-        return deal  # type: ignore[return-value]
+        return deal
 
-    def _require_firms(self, codes: list[str], field: str) -> None:
+    @staticmethod
+    def _require_firms(uow: UnitOfWork, codes: list[str], field: str) -> None:
         for index, code in enumerate(codes):
-            if self._firm(code) is None:
+            if uow.firm(code) is None:
                 raise UnknownReference(
                     f"{field}[{index}]", "registered_firm", f"firm {code!r} is not registered"
                 )
@@ -225,33 +302,41 @@ class RecordingService:
 
     # One decision per submission type.
 
-    def _register_firm(self, s: FirmRegisteredSubmission, p: Provenance) -> RecordedAggregate:
-        if self._exists(firm_id(s.payload.code)):
+    def _register_firm(
+        self, s: FirmRegisteredSubmission, p: Provenance, uow: UnitOfWork
+    ) -> RecordedAggregate:
+        if uow.exists(firm_id(s.payload.code)):
             raise AlreadyExists("payload.code", f"firm {s.payload.code!r}")
         return Firm.register(s.payload.code, s.payload.name, s.payload.country, s.payload.kind, p)
 
-    def _hold_meeting(self, s: MeetingHeldSubmission, p: Provenance) -> RecordedAggregate:
-        self._require_firms(s.payload.attendees, "payload.attendees")
+    def _hold_meeting(
+        self, s: MeetingHeldSubmission, p: Provenance, uow: UnitOfWork
+    ) -> RecordedAggregate:
+        self._require_firms(uow, s.payload.attendees, "payload.attendees")
         return Meeting.hold(
-            self._new_aggregate_id(s.payload.meeting_id, "meeting", p),
+            self._new_aggregate_id(uow, s.payload.meeting_id, "meeting", p),
             s.payload.title, s.payload.location, s.payload.closed_door, s.payload.attendees,
             s.payload.government_bodies, s.payload.sectors, s.payload.summary, p,
         )
 
-    def _propose_deal(self, s: DealProposedSubmission, p: Provenance) -> RecordedAggregate:
-        self._require_firms(s.payload.parties, "payload.parties")
+    def _propose_deal(
+        self, s: DealProposedSubmission, p: Provenance, uow: UnitOfWork
+    ) -> RecordedAggregate:
+        self._require_firms(uow, s.payload.parties, "payload.parties")
         return Deal.propose(
-            self._new_aggregate_id(s.payload.deal_id, "deal", p),
+            self._new_aggregate_id(uow, s.payload.deal_id, "deal", p),
             s.payload.title, s.payload.format, s.payload.sector, s.payload.parties,
             s.payload.description, p,
         )
 
-    def _make_pledge(self, s: PledgeMadeSubmission, p: Provenance) -> RecordedAggregate:
-        deal = self._deal(s.payload.deal_id)
+    def _make_pledge(
+        self, s: PledgeMadeSubmission, p: Provenance, uow: UnitOfWork
+    ) -> RecordedAggregate:
+        deal = self._deal(uow, s.payload.deal_id)
         amount = self._amount(s.payload.amount)
         pledge_id = s.payload.pledge_id or str(derived_id("pledge", p.recorded_by, s.event_id))
         usd = self._conversion(amount, s.payload.rate)
-        firm = self._firm(s.payload.firm)
+        firm = uow.firm(s.payload.firm)
         if firm is None:
             raise UnknownReference(
                 "payload.firm", "registered_firm", f"firm {s.payload.firm!r} is not registered"
@@ -259,8 +344,10 @@ class RecordingService:
         deal.make_pledge(pledge_id, s.payload.firm, firm.country, amount, usd, p)
         return deal
 
-    def _revise_pledge(self, s: PledgeRevisedSubmission, p: Provenance) -> RecordedAggregate:
-        deal = self._deal(s.payload.deal_id)
+    def _revise_pledge(
+        self, s: PledgeRevisedSubmission, p: Provenance, uow: UnitOfWork
+    ) -> RecordedAggregate:
+        deal = self._deal(uow, s.payload.deal_id)
         amount = self._amount(s.payload.amount)
         deal.revise_pledge(
             s.payload.pledge_id, amount, self._conversion(amount, s.payload.rate),
@@ -268,35 +355,39 @@ class RecordingService:
         )
         return deal
 
-    def _withdraw_pledge(self, s: PledgeWithdrawnSubmission, p: Provenance) -> RecordedAggregate:
-        deal = self._deal(s.payload.deal_id)
+    def _withdraw_pledge(
+        self, s: PledgeWithdrawnSubmission, p: Provenance, uow: UnitOfWork
+    ) -> RecordedAggregate:
+        deal = self._deal(uow, s.payload.deal_id)
         deal.withdraw_pledge(s.payload.pledge_id, s.payload.reason, p)
         return deal
 
     def _sign_tech_transfer(
-        self, s: TechTransferSignedSubmission, p: Provenance
+        self, s: TechTransferSignedSubmission, p: Provenance, uow: UnitOfWork
     ) -> RecordedAggregate:
-        deal = self._deal(s.payload.deal_id)
+        deal = self._deal(uow, s.payload.deal_id)
         deal.sign_tech_transfer(s.payload.technology, s.payload.licensor, s.payload.licensee, p)
         return deal
 
     def _form_joint_venture(
-        self, s: JointVentureFormedSubmission, p: Provenance
+        self, s: JointVentureFormedSubmission, p: Provenance, uow: UnitOfWork
     ) -> RecordedAggregate:
-        deal = self._deal(s.payload.deal_id)
+        deal = self._deal(uow, s.payload.deal_id)
         deal.form_joint_venture(s.payload.venture_name, dict(s.payload.equity), p)
         return deal
 
     def _announce_facility(
-        self, s: FacilityAnnouncedSubmission, p: Provenance
+        self, s: FacilityAnnouncedSubmission, p: Provenance, uow: UnitOfWork
     ) -> RecordedAggregate:
-        deal = self._deal(s.payload.deal_id)
+        deal = self._deal(uow, s.payload.deal_id)
         deal.announce_facility(
             s.payload.facility, s.payload.location, s.payload.capacity, s.payload.materials, p
         )
         return deal
 
-    def _cancel_deal(self, s: DealCancelledSubmission, p: Provenance) -> RecordedAggregate:
-        deal = self._deal(s.payload.deal_id)
+    def _cancel_deal(
+        self, s: DealCancelledSubmission, p: Provenance, uow: UnitOfWork
+    ) -> RecordedAggregate:
+        deal = self._deal(uow, s.payload.deal_id)
         deal.cancel(s.payload.reason, p)
         return deal

@@ -1,0 +1,62 @@
+"""The aggregates one request, or one batch of requests, has loaded or created.
+
+Within a batch, later events must see earlier ones (a firm registered, then a deal naming
+it, then a pledge on that deal), so every decision reads through the unit of work, which
+keeps what it loaded and what was decided, and falls back to the store for the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+
+from services.registry.adapters.event_store import DealRegistryStore
+from services.registry.domain.firm import Firm
+from services.registry.domain.identities import firm_id
+
+A = TypeVar("A")
+
+
+class UnitOfWork:
+    def __init__(self, store: DealRegistryStore) -> None:
+        self.store = store
+        self._aggregates: dict[UUID, Any] = {}
+
+    def get(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        """The aggregate with this id if it is a `kind`, else None."""
+        if aggregate_id not in self._aggregates:
+            try:
+                self._aggregates[aggregate_id] = self.store.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                return None
+        aggregate = self._aggregates[aggregate_id]
+        return aggregate if isinstance(aggregate, kind) else None
+
+    def firm(self, code: str) -> Firm | None:
+        """A registered firm, read without locking or copying: a firm never changes after its
+        registration, so the cached one is current. Every deal and pledge checks its firms,
+        and a locked fast-forward would make all of them queue on a popular firm."""
+        aggregate_id = firm_id(code)
+        if aggregate_id not in self._aggregates:
+            try:
+                self._aggregates[aggregate_id] = self.store.repository.get(
+                    aggregate_id, fastforward_skipping=True, deepcopy_from_cache=False
+                )
+            except AggregateNotFoundError:
+                return None
+        firm = self._aggregates[aggregate_id]
+        return firm if isinstance(firm, Firm) else None
+
+    def exists(self, aggregate_id: UUID) -> bool:
+        return aggregate_id in self._aggregates or bool(
+            self.store.recorder.select_events(aggregate_id, limit=1)
+        )
+
+    def track(self, aggregate: Any) -> None:
+        self._aggregates[aggregate.id] = aggregate
+
+    def forget(self, aggregate_id: UUID) -> None:
+        """Drop an aggregate whose latest decision was refused after it was made."""
+        self._aggregates.pop(aggregate_id, None)
