@@ -134,6 +134,8 @@ class ReadModelProjector:
         self.name = name
         self._applying = threading.Lock()
         self._totals_delta: dict[tuple[str, str, str], TotalsDelta] = {}
+        self._deal_history: list[dict[str, Any]] = []
+        self._deal_heads: dict[UUID, dict[str, Any]] = {}
         self._handlers: dict[EventType, Handler] = {
             EventType.FIRM_REGISTERED: self._firm_registered,
             EventType.MEETING_HELD: self._meeting_held,
@@ -172,6 +174,7 @@ class ReadModelProjector:
         with self._applying, self.engine.begin() as conn:
             self._lock(conn)
             self._totals_delta.clear()
+            self._deal_history, self._deal_heads = [], {}
             before = self._applied_versions(conn, {e.aggregate_id for e in envelopes})
             applied = dict(before)
             for envelope in sorted(envelopes, key=lambda e: e.position):
@@ -179,6 +182,7 @@ class ReadModelProjector:
                     self._apply_one(conn, envelope)
                     applied[envelope.aggregate_id] = envelope.aggregate_version
             self._write_applied_versions(conn, before, applied)
+            self._write_deal_history(conn)
             self._write_totals(conn)
             for item in merged(progress):
                 self._record_progress(conn, item)
@@ -328,23 +332,36 @@ class ReadModelProjector:
         )
 
     def _record_deal_event(self, conn: Connection, e: EventEnvelope) -> None:
-        conn.execute(
-            update(deals).where(deals.c.deal_id == e.aggregate_id).values(
-                version=e.aggregate_version, updated_at=e.occurred_at, last_position=e.position
+        """Note the event in the deal's history and version; both reach their tables once per
+        batch (`_write_deal_history`): no handler reads them back within a batch."""
+        del conn
+        self._deal_history.append({
+            "position": e.position, "deal_id": e.aggregate_id,
+            "aggregate_version": e.aggregate_version, "type": e.type.value,
+            "event_id": e.event_id, "occurred_at": e.occurred_at, "recorded_at": e.recorded_at,
+            "recorded_by": e.recorded_by, "payload": e.model_dump(mode="json")["payload"],
+            "hash": e.hash, "previous_hash": e.previous_hash,
+        })
+        self._deal_heads[e.aggregate_id] = {
+            "b_deal_id": e.aggregate_id, "version": e.aggregate_version,
+            "updated_at": e.occurred_at, "last_position": e.position,
+        }
+
+    def _write_deal_history(self, conn: Connection) -> None:
+        if self._deal_history:
+            conn.execute(insert(deal_events), self._deal_history)
+        if self._deal_heads:
+            conn.execute(
+                update(deals).where(deals.c.deal_id == bindparam("b_deal_id")),
+                list(self._deal_heads.values()),
             )
-        )
-        conn.execute(insert(deal_events), dict(
-            position=e.position, deal_id=e.aggregate_id, aggregate_version=e.aggregate_version,
-            type=e.type.value, event_id=e.event_id, occurred_at=e.occurred_at,
-            recorded_at=e.recorded_at, recorded_by=e.recorded_by,
-            payload=e.model_dump(mode="json")["payload"], hash=e.hash,
-            previous_hash=e.previous_hash,
-        ))
+        self._deal_history = []
+        self._deal_heads = {}
 
     # Pledges
 
     def _pledge_made(self, conn: Connection, e: EventEnvelope, p: PledgeMade) -> None:
-        deal = self._deal(conn, e.aggregate_id)
+        deal = self._deal(conn, e.aggregate_id, deals.c.status, deals.c.sector)
         country = p.firm_country
         counted = deal.status != DealStatus.CANCELLED
         conn.execute(insert(pledges), dict(
@@ -440,8 +457,11 @@ class ReadModelProjector:
 
     # Lookups
 
-    def _deal(self, conn: Connection, deal_id: UUID) -> Row[Any]:
-        deal = conn.execute(select(deals).where(deals.c.deal_id == deal_id)).first()
+    def _deal(self, conn: Connection, deal_id: UUID, *columns: Any) -> Row[Any]:
+        """The deal's row, or only `columns` of it (cheaper: no JSON lists to decode)."""
+        deal = conn.execute(
+            select(*(columns or (deals,))).where(deals.c.deal_id == deal_id)
+        ).first()
         if deal is None:
             raise ProjectionError(f"event for deal {deal_id} before it was proposed")
         return deal
