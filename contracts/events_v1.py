@@ -128,7 +128,7 @@ PAYLOAD_MODELS: dict[EventType, type[Payload]] = {
     EventType.DEAL_CANCELLED: DealCancelled,
 }
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 class EventEnvelope(BaseModel):

@@ -11,4 +11,8 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && command -v pg_ctlcluster 
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
 fi
 
+# Static checks first: they take seconds and name the line.
+.venv/bin/ruff check .
+.venv/bin/mypy
+
 exec .venv/bin/python -m pytest -q "$@"

@@ -168,6 +168,12 @@ class Deal(RecordedAggregate):
             aggregate.cancellation_reason = self.reason
 
     def __init__(self, **_: Any) -> None:
+        # Set by Proposed.evolve; declared here so every attribute has one home.
+        self.title = ""
+        self.format = ""
+        self.sector = ""
+        self.parties: list[str] = []
+        self.description = ""
         self.status = DealStatus.PROPOSED.value
         self.pledges: dict[str, Pledge] = {}
         self.tech_transfer: dict[str, str] | None = None

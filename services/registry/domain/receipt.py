@@ -41,7 +41,14 @@ class IngestionReceipt(Aggregate):
             aggregate.event_recorded_at = self.event_recorded_at
 
     def __init__(self, **_: Any) -> None:
-        pass
+        # Set by Issued.apply; declared here so every attribute has one home.
+        self.partner_event_id = ""
+        self.principal = ""
+        self.request_fingerprint = ""
+        self.event_type = ""
+        self.aggregate_id = UUID(int=0)
+        self.aggregate_version = 0
+        self.event_recorded_at = ""
 
     @classmethod
     def issue(
