@@ -1,9 +1,11 @@
 """Turns a partner's submission into a decision of one aggregate and records it.
 
 Each request: find the receipt of its event id (a retry gets the original answer), load the
-aggregate, let it decide, then save its new event together with a fresh receipt in one
-transaction. A concurrent writer makes the save fail on the aggregate's version; without an
-expected version we simply decide again on the newer state.
+aggregate through a unit of work, let it decide, then save its new event together with a
+fresh receipt in one transaction (through the group committer). A concurrent writer makes
+the save fail on the aggregate's version; without an expected version we simply decide again
+on the newer state. A batch decides all its items through one unit of work and saves them
+together.
 """
 
 from __future__ import annotations
