@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import Counter, Gauge
 
 from contracts.submissions_v1 import Receipt
-from services.embedded.projection_feed import EmbeddedProjectionFeed
+from services.embedded.projection_feed import EmbeddedProjectionFeed, FeedProcess, FeedThread
 from services.projections.projectors.read_model_projector import ReadModelProjector
 from services.projections.query_api.routes import read_router
 from services.projections.read_model.queries import ReadModelQueries
@@ -40,12 +40,18 @@ def create_embedded_app(settings: Settings) -> FastAPI:
     read_engine = create_sql_engine(settings.read_model_url())
     create_read_schema(read_engine)
     projector = ReadModelProjector(read_engine)
-    feed = EmbeddedProjectionFeed(store, projector, poll_seconds=settings.projection_poll_seconds)
+    feed: FeedThread | FeedProcess
+    if settings.projection_worker == "process":
+        # Catch up before serving, so the first reads are complete; then follow elsewhere.
+        EmbeddedProjectionFeed(store, projector).catch_up()
+        feed = FeedProcess(settings)
+    else:
+        feed = FeedThread(EmbeddedProjectionFeed(
+            store, projector, poll_seconds=settings.projection_poll_seconds))
     recording_service = RecordingService(store)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        feed.catch_up()
         feed.start()
         try:
             yield

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     environment: str = Field(default="development", pattern="^(development|production|test)$")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     projection_poll_seconds: float = Field(default=0.5, gt=0)
+    projection_worker: Literal["process", "thread"] = Field(
+        default="process",
+        description="Embedded mode: follow the log in a process of its own, or in a thread",
+    )
     freshness_wait_seconds: float = Field(
         default=5.0, ge=0, description="How long a read with min_position waits for projections"
     )
