@@ -37,6 +37,10 @@ class ApiError(Exception):
         self.rule = rule
         self.extra = extra
 
+    def body(self) -> dict[str, Any]:
+        return error_body(self.status, self.code, self.message, field=self.field,
+                          rule=self.rule, **self.extra)
+
 
 def error_body(
     status: int, code: str, message: str, field: str | None = None, rule: str | None = None,
@@ -79,21 +83,23 @@ def validation_details(errors: Any) -> list[dict[str, Any]]:
     ] or [{"field": "body", "rule": "invalid", "message": "invalid body"}]
 
 
+def validation_error(errors: Any) -> ApiError:
+    """The 422 for a body pydantic refused, led by its first error."""
+    details = validation_details(errors)
+    first = details[0]
+    return ApiError(422, "invalid_request", f"{first['field']}: {first['message']}",
+                    field=first["field"], rule=first["rule"], details=details)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(
-            exc.status, exc.code, exc.message, field=exc.field, rule=exc.rule, **exc.extra
-        )
+        return JSONResponse(exc.body(), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = validation_details(exc.errors())
-        first = details[0]
-        return error_response(
-            422, "invalid_request", f"{first['field']}: {first['message']}",
-            field=first["field"], rule=first["rule"], details=details,
-        )
+        error = validation_error(exc.errors())
+        return JSONResponse(error.body(), status_code=error.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

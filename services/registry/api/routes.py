@@ -1,4 +1,4 @@
-"""The write API: partners record one event per request."""
+"""The write API: partners record one event per request, or a batch of them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from services.registry.api.errors import as_api_error
 from services.registry.application.commands import RecordPartnerEvent
 from services.registry.application.handlers import RecordingService
 from services.shared.api_keys import Writer
-from services.shared.errors import ApiError, error_body, validation_details
+from services.shared.errors import ApiError, validation_error
 
 MAX_BATCH_ITEMS = 1000
 SUBMISSION = TypeAdapter(Submission)
@@ -76,11 +76,7 @@ async def record_events(request: Request, principal: Writer) -> dict[str, Any]:
         try:
             valid[index] = SUBMISSION.validate_python(item)
         except ValidationError as exc:
-            details = validation_details(exc.errors())
-            first = details[0]
-            answers[index] = {"status": 422, **error_body(
-                422, "invalid_request", f"{first['field']}: {first['message']}",
-                field=first["field"], rule=first["rule"], details=details)}
+            answers[index] = {"status": 422, **validation_error(exc.errors()).body()}
     service: RecordingService = request.app.state.recording_service
     outcomes = await run_in_threadpool(service.record_many, principal.name, list(valid.values()))
     recorded = 0
@@ -94,9 +90,7 @@ async def record_events(request: Request, principal: Writer) -> dict[str, Any]:
         error = as_api_error(outcome)
         if not isinstance(error, ApiError):
             raise outcome
-        answers[index] = {"status": error.status, **error_body(
-            error.status, error.code, error.message, field=error.field, rule=error.rule,
-            **error.extra)}
+        answers[index] = {"status": error.status, **error.body()}
     ordered = [{"index": index, **answers[index]} for index in range(len(items))]
     failed = sum(1 for answer in ordered if answer["status"] >= 400)
     return {"items": ordered, "recorded": recorded, "failed": failed}
