@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, insert
 from services.shared.errors import ApiError
 
 KEY_PREFIX = "drk_"
+MAX_REMEMBERED_KEYS = 10_000
 
 
 class Role(StrEnum):
@@ -55,10 +57,16 @@ def digest(key: str) -> str:
 
 
 class ApiKeyStore:
-    """Creates keys and resolves a presented key to its principal."""
+    """Creates keys and resolves a presented key to its principal.
 
-    def __init__(self, engine: Engine) -> None:
+    Resolved keys are remembered for `cache_seconds`: every request presents a key, and a
+    database round trip per request cost about a millisecond. Unknown keys are not
+    remembered, so a key created elsewhere works at once."""
+
+    def __init__(self, engine: Engine, cache_seconds: float = 30.0) -> None:
         self.engine = engine
+        self.cache_seconds = cache_seconds
+        self._resolved: dict[str, tuple[float, Principal]] = {}
 
     def create_schema(self) -> None:
         key_tables.create_all(self.engine)
@@ -84,11 +92,21 @@ class ApiKeyStore:
             return len(conn.execute(select(api_keys.c.digest)).all())
 
     def resolve(self, key: str) -> Principal | None:
+        key_digest = digest(key)
+        remembered = self._resolved.get(key_digest)
+        if remembered is not None and time.monotonic() - remembered[0] < self.cache_seconds:
+            return remembered[1]
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(api_keys.c.name, api_keys.c.role).where(api_keys.c.digest == digest(key))
+                select(api_keys.c.name, api_keys.c.role).where(api_keys.c.digest == key_digest)
             ).first()
-        return None if row is None else Principal(row.name, Role(row.role))
+        if row is None:
+            return None
+        principal = Principal(row.name, Role(row.role))
+        if len(self._resolved) > MAX_REMEMBERED_KEYS:
+            self._resolved.clear()
+        self._resolved[key_digest] = (time.monotonic(), principal)
+        return principal
 
 
 def bearer_key(request: Request) -> str:
