@@ -6,16 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import Counter, Gauge
 
-from contracts.submissions_v1 import Receipt
 from services.embedded.projection_feed import EmbeddedProjectionFeed, FeedProcess, FeedThread
 from services.projections.projectors.read_model_projector import ReadModelProjector
-from services.projections.query_api.routes import read_router
+from services.projections.query_api.routes import install_read_api
 from services.projections.read_model.queries import ReadModelQueries
 from services.projections.read_model.tables import create_read_schema
 from services.registry.adapters.event_store import open_event_store
-from services.registry.api.routes import router as write_router
+from services.registry.api.routes import install_write_api
 from services.registry.application.handlers import RecordingService
 from services.shared.api_keys import ApiKeyStore
 from services.shared.database import create_sql_engine
@@ -67,23 +65,6 @@ def create_embedded_app(settings: Settings) -> FastAPI:
         "Deal Registry", DESCRIPTION, settings, metrics,
         {"event_store": store.head_position, "read_model": projector.position}, lifespan,
     )
-    appended = Counter(
-        "dealreg_events_appended", "Events recorded", ["type"], registry=metrics.registry
-    )
-    Gauge("dealreg_log_head_position", "Last position in the event log",
-          registry=metrics.registry).set_function(store.head_position)
-    Gauge("dealreg_projection_position", "Log position the read models reflect",
-          registry=metrics.registry).set_function(projector.position)
-
-    def events_recorded(receipt: Receipt) -> None:
-        appended.labels(receipt.type).inc()
-        feed.wake()
-
-    app.state.api_keys = key_store
-    app.state.recording_service = recording_service
-    app.state.read_queries = ReadModelQueries(read_engine)
-    app.state.events_recorded = events_recorded
-    app.state.projection_feed = feed
-    app.include_router(write_router)
-    app.include_router(read_router())
+    install_write_api(app, recording_service, key_store, metrics, on_recorded=feed.wake)
+    install_read_api(app, ReadModelQueries(read_engine), key_store, metrics)
     return app

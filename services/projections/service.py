@@ -16,7 +16,7 @@ from services.projections.consumer.kafka_consumer import (
     ProjectionConsumer,
 )
 from services.projections.projectors.read_model_projector import ReadModelProjector
-from services.projections.query_api.routes import read_router
+from services.projections.query_api.routes import install_read_api
 from services.projections.read_model.queries import ReadModelQueries
 from services.projections.read_model.tables import create_read_schema
 from services.shared.api_keys import ApiKeyStore
@@ -74,16 +74,12 @@ def create_projection_app(settings: Settings) -> FastAPI:
         "Deal Registry: projections", DESCRIPTION, settings, metrics,
         {"read_model": projector.position, "broker": broker_reachable}, lifespan,
     )
-    Gauge("dealreg_projection_position", "Log position the read models reflect",
-          registry=metrics.registry).set_function(projector.position)
     Gauge("dealreg_events_applied", "Events applied by this process",
           registry=metrics.registry).set_function(lambda: consumer.stats.applied)
     Gauge("dealreg_events_dead_lettered", "Events sent to the dead-letter topic",
           registry=metrics.registry).set_function(lambda: consumer.stats.dead_lettered)
     metrics.registry.register(ConsumerLag(consumer.stats))
 
-    app.state.api_keys = key_store
-    app.state.read_queries = ReadModelQueries(read_engine)
+    install_read_api(app, ReadModelQueries(read_engine), key_store, metrics)
     app.state.consumer = consumer
-    app.include_router(read_router())
     return app

@@ -7,11 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import Counter, Gauge
 
-from contracts.submissions_v1 import Receipt
 from services.registry.adapters.event_store import open_event_store
-from services.registry.api.routes import router as write_router
+from services.registry.api.routes import install_write_api
 from services.registry.application.handlers import RecordingService
 from services.shared.api_keys import ApiKeyStore
 from services.shared.database import check_reachable, create_sql_engine
@@ -43,16 +41,5 @@ def create_registry_app(settings: Settings) -> FastAPI:
     metrics = HttpMetrics()
     app = create_service_app("Deal Registry: write API", DESCRIPTION, settings, metrics,
                              {"event_store": store.head_position}, lifespan)
-    appended = Counter("dealreg_events_appended", "Events recorded", ["type"],
-                       registry=metrics.registry)
-    Gauge("dealreg_log_head_position", "Last position in the event log",
-          registry=metrics.registry).set_function(store.head_position)
-
-    def events_recorded(receipt: Receipt) -> None:
-        appended.labels(receipt.type).inc()
-
-    app.state.api_keys = key_store
-    app.state.recording_service = recording_service
-    app.state.events_recorded = events_recorded
-    app.include_router(write_router)
+    install_write_api(app, recording_service, key_store, metrics)
     return app

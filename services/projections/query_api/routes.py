@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from prometheus_client import Gauge
 from starlette.concurrency import run_in_threadpool
 
 from services.projections.read_model.queries import Page, ReadModelQueries
 from services.projections.read_model.tables import DealStatus
-from services.shared.api_keys import Reader
+from services.shared.api_keys import ApiKeyStore, Reader
 from services.shared.errors import ApiError
+from services.shared.http_basics import HttpMetrics
 
 POSITION_HEADER = "X-Log-Position"
 FIRST_POLL_SECONDS = 0.002
@@ -185,3 +187,14 @@ def read_router() -> APIRouter:
         )
 
     return router
+
+
+def install_read_api(
+    app: FastAPI, queries: ReadModelQueries, keys: ApiKeyStore, metrics: HttpMetrics
+) -> None:
+    """Mount the read routes with what they need, and the position they reflect as a metric."""
+    Gauge("dealreg_projection_position", "Log position the read models reflect",
+          registry=metrics.registry).set_function(queries.position)
+    app.state.api_keys = keys
+    app.state.read_queries = queries
+    app.include_router(read_router())

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, FastAPI, Request, Response
+from prometheus_client import Counter, Gauge
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -13,8 +15,9 @@ from contracts.submissions_v1 import Receipt, Submission
 from services.registry.api.errors import as_api_error
 from services.registry.application.commands import RecordPartnerEvent
 from services.registry.application.handlers import RecordingService
-from services.shared.api_keys import Writer
+from services.shared.api_keys import ApiKeyStore, Writer
 from services.shared.errors import ApiError, validation_error
+from services.shared.http_basics import HttpMetrics
 
 MAX_BATCH_ITEMS = 1000
 SUBMISSION = TypeAdapter(Submission)
@@ -122,3 +125,28 @@ def _batch_items(body: bytes, content_type: str) -> list[Any]:
         raise ApiError(422, "invalid_request", f"at most {MAX_BATCH_ITEMS} events per batch",
                        field="body", rule="max_items")
     return items
+
+
+def install_write_api(
+    app: FastAPI,
+    service: RecordingService,
+    keys: ApiKeyStore,
+    metrics: HttpMetrics,
+    on_recorded: Callable[[], object] | None = None,
+) -> None:
+    """Mount the write routes with what they need, and their metrics. `on_recorded` runs after
+    every new event (embedded mode wakes its projection feed)."""
+    appended = Counter("dealreg_events_appended", "Events recorded", ["type"],
+                       registry=metrics.registry)
+    Gauge("dealreg_log_head_position", "Last position in the event log",
+          registry=metrics.registry).set_function(service.store.head_position)
+
+    def events_recorded(receipt: Receipt) -> None:
+        appended.labels(receipt.type).inc()
+        if on_recorded is not None:
+            on_recorded()
+
+    app.state.api_keys = keys
+    app.state.recording_service = service
+    app.state.events_recorded = events_recorded
+    app.include_router(router)
