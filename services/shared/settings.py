@@ -45,7 +45,11 @@ class Settings(BaseSettings):
     freshness_wait_seconds: float = Field(
         default=5.0, ge=0, description="How long a read with min_position waits for projections"
     )
-    aggregate_cache_size: int = Field(default=10_000, ge=0)
+    aggregate_cache_size: int = Field(default=10_000, ge=0, description="0 turns the cache off")
+    snapshot_interval: int = Field(
+        default=100, ge=0,
+        description="Snapshot an aggregate every this many versions; 0 turns snapshots off",
+    )
     log_level: str = "INFO"
 
     # Distributed mode: relay and projection service.
@@ -84,18 +88,22 @@ class Settings(BaseSettings):
     def event_store_env(self) -> dict[str, str]:
         """Environment for the eventsourcing library's native SQLite or PostgreSQL module."""
         # Recently used aggregates stay in memory and are fast-forwarded from the store on each
-        # load, so a long-lived deal costs its new events, not its whole history.
-        cache = {"AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size)}
+        # load, so a long-lived deal costs its new events, not its whole history; one not in
+        # memory loads from its latest snapshot plus the events after it.
+        loading = {"SNAPSHOT_INTERVAL": str(self.snapshot_interval)}
+        if self.aggregate_cache_size:
+            # The library reads a size of 0 as "unbounded": no size at all turns the cache off.
+            loading["AGGREGATE_CACHE_MAXSIZE"] = str(self.aggregate_cache_size)
         if self.database_url is None:
             return {
-                **cache,
+                **loading,
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": str(self.data_dir / "events.db"),
                 "SQLITE_LOCK_TIMEOUT": "10",
             }
         parts = urlsplit(self.database_url)
         return {
-            **cache,
+            **loading,
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": parts.path.lstrip("/"),
             "POSTGRES_HOST": parts.hostname or "127.0.0.1",

@@ -4,29 +4,124 @@ The library's notification log is the outbox: every event gets its position in t
 transaction as the aggregate's events, and the log is what projections and the relay follow.
 Positions strictly increase; on PostgreSQL a refused save can leave a gap, so consumers
 compare positions and never count them.
+
+Snapshots live in a table of their own beside the events, outside the notification log, so
+the relay, the projections and an auditor recomputing the hash chain see events only.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import Application
-from eventsourcing.persistence import Notification
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    Notification,
+    Transcoding,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.utils import Environment, EnvType
 
 # Stored events name their classes by explicit topics, which resolve only once the classes
 # are defined: every process that reads the store must import every aggregate module.
 from services.registry.domain import deal, firm, meeting, receipt  # noqa: F401
+from services.registry.domain.deal import Pledge
+from services.registry.domain.recorded import RecordedEvent
+from services.registry.domain.values import AmountRange, UsdConversion
 from services.shared.settings import Settings
+
+log = logging.getLogger("dealreg.event_store")
+
+SNAPSHOT_INTERVAL = "SNAPSHOT_INTERVAL"
+
+
+class DataclassAsDict(Transcoding):
+    """A value dataclass as a JSON object of its fields, for aggregate state in snapshots.
+
+    Fields go through their own transcodings (Decimal as its exact string), and the name is
+    stable, so moving the class does not orphan stored snapshots.
+    """
+
+    def __init__(self, value_type: type, name: str) -> None:
+        self.type = value_type
+        self.name = name
+
+    def encode(self, obj: Any) -> dict[str, Any]:
+        return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+    def decode(self, data: dict[str, Any]) -> Any:
+        return self.type(**data)
+
+
+# Enum-valued state needs no transcoding: aggregates keep an enum's value, a plain string,
+# and a StrEnum member would reach JSON as that string before any transcoding is asked.
+STATE_TRANSCODINGS = (
+    DataclassAsDict(AmountRange, "dealregistry:AmountRange"),
+    DataclassAsDict(UsdConversion, "dealregistry:UsdConversion"),
+    DataclassAsDict(Pledge, "dealregistry:Pledge"),
+)
+
+
+def snapshot_interval(env: Environment) -> int:
+    """Versions between snapshots of an aggregate; 0 (the default) takes none."""
+    interval = int(env.get(SNAPSHOT_INTERVAL) or 0)
+    if interval < 0:
+        raise ValueError(f"{SNAPSHOT_INTERVAL} must be >= 0, got {interval}")
+    return interval
 
 
 class DealRegistryStore(Application[UUID]):
-    """Aggregates and their events, with the notification log that orders them all."""
+    """Aggregates and their events, with the notification log that orders them all.
+
+    With SNAPSHOT_INTERVAL = N > 0 in its environment, every recorded aggregate whose version
+    reaches a multiple of N is snapshotted after the save, and loads start from the latest
+    snapshot, so a long-lived deal costs at most N events to load.
+    """
 
     name = "DealRegistry"
+
+    def __init__(self, env: EnvType | None = None) -> None:
+        super().__init__(env)
+        self.snapshot_interval = snapshot_interval(self.factory.env)
+
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        environment = super().construct_env(name, env)
+        environment["IS_SNAPSHOTTING_ENABLED"] = "y" if snapshot_interval(environment) else "n"
+        return environment
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        for transcoding in STATE_TRANSCODINGS:
+            transcoder.register(transcoding)
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        # The library decides from the aggregates handed to save(); the write path hands
+        # events, so the decision is taken from each event's version instead.
+        if self.snapshots is None or not self.snapshot_interval:
+            return
+        for event in processing_event.events:
+            if (
+                isinstance(event, RecordedEvent)
+                and event.originator_version % self.snapshot_interval == 0
+            ):
+                self._snapshot(event.originator_id, event.originator_version)
+
+    def _snapshot(self, aggregate_id: UUID, version: int) -> None:
+        # The events are committed by now: a snapshot that cannot be written must not turn
+        # their save into an error; loads just replay a few more events.
+        try:
+            self.take_snapshot(aggregate_id, version)
+        except IntegrityError:
+            log.debug("snapshot of %s at %d already taken by another writer", aggregate_id,
+                      version)
+        except Exception:  # noqa: BLE001 - see above
+            log.exception("could not snapshot %s at version %d", aggregate_id, version)
 
     def log_position_of(self, aggregate_id: UUID, version: int) -> int | None:
         """Position in the log of one stored event, found by the events table's primary key."""

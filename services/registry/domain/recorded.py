@@ -17,7 +17,8 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
-from eventsourcing.utils import get_topic
+from eventsourcing.domain import Snapshot as LibrarySnapshot
+from eventsourcing.utils import get_topic, register_topic
 
 GENESIS_HASH = "0" * 64
 
@@ -88,12 +89,33 @@ class RecordedAggregate(Aggregate):
     """Aggregate whose events form a hash chain starting at GENESIS_HASH."""
 
     last_event = None  # the newest event applied; set by RecordedEvent.apply
+    # The chain's head where the aggregate was restored from: the genesis hash when it was
+    # built from its first event, the snapshot's hash when restored from a snapshot.
+    restored_hash = GENESIS_HASH
+
+    class Snapshot(LibrarySnapshot):
+        """The aggregate's state at a version, holding the chain's head as a hash: the event
+        object it would otherwise hold is not part of the state, and hashing it here keeps
+        loading from a snapshot free of any event before it."""
+
+        TOPIC = "dealregistry:RecordedSnapshot.v1"
+
+        @classmethod
+        def take(cls, aggregate: Any) -> Any:
+            snapshot = super().take(aggregate)
+            snapshot.state.pop("last_event", None)
+            snapshot.state["restored_hash"] = aggregate.last_hash
+            return snapshot
 
     @property
     def last_hash(self) -> str:
-        return GENESIS_HASH if self.last_event is None else self.last_event.hash()
+        return self.restored_hash if self.last_event is None else self.last_event.hash()
 
     def record(self, event_class: type[RecordedEvent], provenance: Provenance, **kw: Any) -> None:
         self.trigger_event(
             event_class, previous_hash=self.last_hash, **provenance.as_event_fields(), **kw
         )
+
+
+# Snapshots name their class by this topic, so moving the module does not orphan them.
+register_topic(RecordedAggregate.Snapshot.TOPIC, RecordedAggregate.Snapshot)
