@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from services.projections.projectors.read_model_projector import ReadModelProjector
 from services.projections.read_model.progress import LOG_SOURCE, SourceProgress
 from services.registry.adapters.event_store import DealRegistryStore, open_event_store
+from services.registry.adapters.log_notifications import listen_for_appends
 from services.registry.relay.contract_events import envelopes_from
 from services.shared.database import create_sql_engine
 from services.shared.log_setup import configure_logging
@@ -56,7 +57,18 @@ class EmbeddedProjectionFeed:
             self._read_to = read_to
 
     def follow(self, wake: Signal, stop: Signal) -> None:
-        """Catch up whenever `wake` is set, or every `poll_seconds`, until `stop` is set."""
+        """Catch up whenever `wake` is set, or every `poll_seconds`, until `stop` is set.
+
+        On PostgreSQL a write by any process sets `wake` (LISTEN/NOTIFY); on SQLite only the
+        writing process in this installation does."""
+        listener = listen_for_appends(self.store, wake.set)
+        try:
+            self._follow(wake, stop)
+        finally:
+            if listener is not None:
+                listener.stop()
+
+    def _follow(self, wake: Signal, stop: Signal) -> None:
         while not stop.is_set():
             if wake.is_set():
                 # Let concurrent writers land, so one transaction applies all of them.

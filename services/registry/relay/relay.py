@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.registry.adapters.event_store import DealRegistryStore
+from services.registry.adapters.log_notifications import STOP_CHECK_SECONDS, listen_for_appends
 from services.registry.relay.contract_events import envelopes_from
 from services.registry.relay.kafka_publisher import KafkaPublisher
 from services.registry.relay.leadership import Leadership
@@ -56,18 +58,28 @@ class Relay:
         self.max_backoff_seconds = max_backoff_seconds
         self.status = RelayStatus(published_position=published.load())
         self._publisher: KafkaPublisher | None = None
+        self._appended = threading.Event()
 
     def lag(self) -> int:
         return max(0, self.store.head_position() - self.status.published_position)
 
+    def wake(self) -> None:
+        """Something was appended to the log: publish it now rather than at the next poll."""
+        self._appended.set()
+
     def run(self, stop: threading.Event) -> None:
-        """Lead when possible, publish while leading, until `stop` is set."""
+        """Lead when possible, publish while leading, until `stop` is set. On PostgreSQL,
+        every write to the log, by any process, wakes the caught-up leader (LISTEN/NOTIFY);
+        `poll_seconds` is then only the safety net."""
+        listener = listen_for_appends(self.store, self.wake)
         try:
             while not stop.is_set():
                 if not self._acquire(stop):
                     return
                 self._lead(stop)
         finally:
+            if listener is not None:
+                listener.stop()
             self._disconnect()
             self.leadership.release()
             self.status.leading = False
@@ -130,7 +142,17 @@ class Relay:
                 continue
             backoff = self.poll_seconds
             if covered < self.page_size:
-                stop.wait(self.poll_seconds)
+                self._wait_for_appends(stop)
+
+    def _wait_for_appends(self, stop: threading.Event) -> None:
+        """Until the log grows, `poll_seconds` pass or `stop` is set. The stop flag is looked
+        at every STOP_CHECK_SECONDS, so a long safety-net poll never delays shutdown."""
+        deadline = time.monotonic() + self.poll_seconds
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._appended.wait(min(remaining, STOP_CHECK_SECONDS)):
+                break
+        self._appended.clear()
 
     def _disconnect(self) -> None:
         if self._publisher is not None:
