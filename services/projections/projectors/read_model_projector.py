@@ -3,18 +3,25 @@
 Each batch is applied in one database transaction that also records the log position it
 reached, so a crash loses the whole batch or nothing, and a redelivered event (position at
 or below the recorded one) is skipped. Works on SQLite and PostgreSQL.
+
+A batch is applied in three steps: read what it needs (its aggregates' applied versions, the
+deals it touches and their pledges, the totals it changes) with one query per table; decide
+every effect in memory, in log order; write with one statement per table and kind (insert,
+update, delete). A deal changed by many events of a batch is written once. The time of a
+batch therefore grows with the rows it writes, not with round trips per event.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal, Inexact, localcontext
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, Row, bindparam, delete, insert, select, update
+from pydantic_core import to_jsonable_python
+from sqlalchemy import Column, Connection, Engine, Table, bindparam, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -27,6 +34,7 @@ from contracts.events_v1 import (
     FirmRegistered,
     JointVentureFormed,
     MeetingHeld,
+    Payload,
     PledgeMade,
     PledgeRevised,
     PledgeWithdrawn,
@@ -67,44 +75,56 @@ DEAL_EVENTS = frozenset({
     EventType.DEAL_CANCELLED,
 })
 
+# Keys of an IN list per query: below every driver's parameter limit (SQLite: 999 in old builds).
+IN_LIST_CHUNK = 500
+
+AMOUNT_COLUMNS = ("low", "high", "usd_low", "usd_high")
+DEAL_CHANGING_COLUMNS = (
+    "status", "version", "updated_at", "last_position",
+    "tech_transfers", "joint_ventures", "facilities", "cancellation",
+)
+PLEDGE_CHANGING_COLUMNS = (
+    "currency", *AMOUNT_COLUMNS, "units_per_usd", "rate_source", "status", "counted",
+    "revisions", "revised_at", "revision_reason", "withdrawn_at", "withdrawal_reason",
+)
+TOTALS_KEY = ("dimension", "group_key", "currency")
+
 
 class ProjectionError(Exception):
     """An event refers to something the read model has never seen: the feed is broken."""
-
-
-@dataclass(frozen=True)
-class Contribution:
-    """What one counted pledge adds to the totals of its sector, firm and country."""
-
-    sector: str
-    firm_code: str
-    country: str
-    currency: str
-    low: Decimal
-    high: Decimal
-    usd_low: Decimal
-    usd_high: Decimal
-
-    @classmethod
-    def of(cls, pledge: Row[Any]) -> Contribution:
-        return cls(
-            pledge.sector, pledge.firm_code, pledge.firm_country, pledge.currency,
-            pledge.low, pledge.high, pledge.usd_low, pledge.usd_high,
-        )
-
-    def groups(self) -> tuple[tuple[TotalsDimension, str], ...]:
-        return (
-            (TotalsDimension.SECTOR, self.sector),
-            (TotalsDimension.FIRM, self.firm_code),
-            (TotalsDimension.COUNTRY, self.country),
-        )
 
 
 def _insert(conn: Connection, table: Any) -> Any:
     return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
-AMOUNT_COLUMNS = ("low", "high", "usd_low", "usd_high")
+def _chunks(keys: Iterable[Any]) -> Iterator[list[Any]]:
+    listed = list(keys)
+    for start in range(0, len(listed), IN_LIST_CHUNK):
+        yield listed[start:start + IN_LIST_CHUNK]
+
+
+def _rows_where_in(conn: Connection, table: Table, column: Column[Any], keys: Iterable[Any]
+                   ) -> list[dict[str, Any]]:
+    """Every row of `table` whose `column` is one of `keys`, as dicts; one query per chunk."""
+    found: list[dict[str, Any]] = []
+    for chunk in _chunks(keys):
+        found.extend(dict(row._mapping) for row in conn.execute(
+            select(table).where(column.in_(chunk))))
+    return found
+
+
+def _update_by_key(table: Table, key: Sequence[str], columns: Sequence[str]) -> Any:
+    """UPDATE of `columns` for the row whose primary key is `key`, for executemany: the key's
+    values go by the names `k_<column>` (a bound name may not be a column being set)."""
+    return update(table).where(
+        *(table.c[name] == bindparam(f"k_{name}") for name in key)
+    ).values({name: bindparam(name) for name in columns})
+
+
+def _with_key(row: dict[str, Any], key: Sequence[str], columns: Sequence[str]
+              ) -> dict[str, Any]:
+    return {**{f"k_{name}": row[name] for name in key}, **{name: row[name] for name in columns}}
 
 
 @dataclass
@@ -118,12 +138,321 @@ class TotalsDelta:
     usd_high: Decimal = Decimal(0)
 
 
-def signed(amount: Decimal, sign: int) -> Decimal:
-    # copy_negate never rounds; multiplying by -1 would round to the context's 28 digits.
-    return amount if sign > 0 else amount.copy_negate()
+def _contribution_groups(pledge: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """The three totals groups (dimension, key, currency) a counted pledge belongs to."""
+    currency = pledge["currency"]
+    return (
+        (TotalsDimension.SECTOR.value, pledge["sector"], currency),
+        (TotalsDimension.FIRM.value, pledge["firm_code"], currency),
+        (TotalsDimension.COUNTRY.value, pledge["firm_country"], currency),
+    )
 
 
-Handler = Callable[[Connection, EventEnvelope, Any], None]
+@dataclass
+class BatchEffects:
+    """Everything one batch changes, decided in memory before anything is written.
+
+    `deals` and `pledges` hold complete rows: those read from the database at the start of
+    the batch (for the deals the batch touches) and those the batch creates. Handlers change
+    these rows in place; `write` sends each table's changes in one statement per kind.
+    """
+
+    deals: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+    stored_deals: set[UUID] = field(default_factory=set)
+    pledges: dict[UUID, dict[str, dict[str, Any]]] = field(default_factory=dict)  # by deal
+    stored_pledges: set[tuple[UUID, str]] = field(default_factory=set)
+    changed_stored_pledges: set[tuple[UUID, str]] = field(default_factory=set)
+    new_firms: list[dict[str, Any]] = field(default_factory=list)
+    new_meetings: list[dict[str, Any]] = field(default_factory=list)
+    new_parties: list[dict[str, Any]] = field(default_factory=list)
+    deal_history: list[dict[str, Any]] = field(default_factory=list)
+    totals: dict[tuple[str, str, str], TotalsDelta] = field(default_factory=dict)
+
+    def load(self, conn: Connection, deal_ids: set[UUID]) -> None:
+        """Read the stored deals the batch touches, and all their pledges."""
+        for row in _rows_where_in(conn, deals, deals.c.deal_id, deal_ids):
+            self.deals[row["deal_id"]] = row
+            self.stored_deals.add(row["deal_id"])
+        for row in _rows_where_in(conn, pledges, pledges.c.deal_id, self.stored_deals):
+            self.pledges.setdefault(row["deal_id"], {})[row["pledge_id"]] = row
+            self.stored_pledges.add((row["deal_id"], row["pledge_id"]))
+
+    def deal(self, deal_id: UUID) -> dict[str, Any]:
+        deal = self.deals.get(deal_id)
+        if deal is None:
+            raise ProjectionError(f"event for deal {deal_id} before it was proposed")
+        return deal
+
+    def pledge(self, deal_id: UUID, pledge_id: str, position: int) -> dict[str, Any]:
+        pledge = self.pledges.get(deal_id, {}).get(pledge_id)
+        if pledge is None:
+            raise ProjectionError(
+                f"event at position {position} names unknown pledge {pledge_id} of deal {deal_id}"
+            )
+        return pledge
+
+    def changed_pledge(self, deal_id: UUID, pledge_id: str) -> None:
+        if (deal_id, pledge_id) in self.stored_pledges:
+            self.changed_stored_pledges.add((deal_id, pledge_id))
+
+    def count(self, pledge: dict[str, Any], sign: int) -> None:
+        """Add (sign +1) or remove (sign -1) a pledge from its three groups' totals.
+
+        Runs inside the batch's exact decimal context (`ReadModelProjector.apply`)."""
+        for group in _contribution_groups(pledge):
+            delta = self.totals.get(group)
+            if delta is None:
+                delta = self.totals[group] = TotalsDelta()
+            if sign > 0:
+                delta.count += 1
+                delta.low += pledge["low"]
+                delta.high += pledge["high"]
+                delta.usd_low += pledge["usd_low"]
+                delta.usd_high += pledge["usd_high"]
+            else:
+                delta.count -= 1
+                delta.low -= pledge["low"]
+                delta.high -= pledge["high"]
+                delta.usd_low -= pledge["usd_low"]
+                delta.usd_high -= pledge["usd_high"]
+
+    # Writing
+
+    def write(self, conn: Connection) -> None:
+        """Send the batch's effects: one executemany per table and statement kind."""
+        if self.new_firms:
+            conn.execute(insert(firms), self.new_firms)
+        if self.new_meetings:
+            conn.execute(insert(meetings), self.new_meetings)
+        new_deals = [row for deal_id, row in self.deals.items()
+                     if deal_id not in self.stored_deals]
+        if new_deals:
+            conn.execute(insert(deals), new_deals)
+        if self.stored_deals:
+            conn.execute(
+                _update_by_key(deals, ("deal_id",), DEAL_CHANGING_COLUMNS),
+                [_with_key(self.deals[d], ("deal_id",), DEAL_CHANGING_COLUMNS)
+                 for d in self.stored_deals],
+            )
+        if self.new_parties:
+            conn.execute(insert(deal_parties), self.new_parties)
+        new_pledges = [
+            row for deal_pledges in self.pledges.values() for row in deal_pledges.values()
+            if (row["deal_id"], row["pledge_id"]) not in self.stored_pledges
+        ]
+        if new_pledges:
+            conn.execute(insert(pledges), new_pledges)
+        if self.changed_stored_pledges:
+            conn.execute(
+                _update_by_key(pledges, ("deal_id", "pledge_id"), PLEDGE_CHANGING_COLUMNS),
+                [_with_key(self.pledges[deal_id][pledge_id], ("deal_id", "pledge_id"),
+                           PLEDGE_CHANGING_COLUMNS)
+                 for deal_id, pledge_id in self.changed_stored_pledges],
+            )
+        if self.deal_history:
+            conn.execute(insert(deal_events), self.deal_history)
+        self._write_totals(conn)
+
+    def _write_totals(self, conn: Connection) -> None:
+        if not self.totals:
+            return
+        stored = {
+            (row["dimension"], row["group_key"], row["currency"]): row
+            for row in _rows_where_in(conn, pledge_totals, pledge_totals.c.group_key,
+                                      {key for _, key, _ in self.totals})
+        }
+        inserted, updated, deleted = [], [], []
+        with localcontext() as exact:
+            exact.prec = EXACT_PRECISION
+            exact.traps[Inexact] = True
+            for group, delta in self.totals.items():
+                keyed = dict(zip(TOTALS_KEY, group, strict=True))
+                row = stored.get(group)
+                if row is None:
+                    if delta.count != 0:
+                        inserted.append({**keyed, "pledge_count": delta.count,
+                                         **{c: getattr(delta, c) for c in AMOUNT_COLUMNS}})
+                    continue
+                count = row["pledge_count"] + delta.count
+                if count == 0:
+                    deleted.append({f"k_{name}": value for name, value in keyed.items()})
+                    continue
+                updated.append({
+                    **{f"k_{name}": value for name, value in keyed.items()},
+                    "pledge_count": count,
+                    **{c: row[c] + getattr(delta, c) for c in AMOUNT_COLUMNS},
+                })
+        if inserted:
+            conn.execute(insert(pledge_totals), inserted)
+        if updated:
+            conn.execute(
+                _update_by_key(pledge_totals, TOTALS_KEY, ("pledge_count", *AMOUNT_COLUMNS)),
+                updated,
+            )
+        if deleted:
+            conn.execute(
+                delete(pledge_totals).where(
+                    *(pledge_totals.c[name] == bindparam(f"k_{name}") for name in TOTALS_KEY)
+                ),
+                deleted,
+            )
+
+
+Handler = Callable[[BatchEffects, EventEnvelope, Any], None]
+
+
+# Firms and meetings
+
+def _firm_registered(batch: BatchEffects, e: EventEnvelope, p: FirmRegistered) -> None:
+    batch.new_firms.append(dict(
+        firm_id=e.aggregate_id, code=p.code, name=p.name, country=p.country, kind=p.kind,
+        registered_at=e.occurred_at, position=e.position,
+    ))
+
+
+def _meeting_held(batch: BatchEffects, e: EventEnvelope, p: MeetingHeld) -> None:
+    batch.new_meetings.append(dict(
+        meeting_id=e.aggregate_id, title=p.title, location=p.location,
+        closed_door=p.closed_door, attendees=list(p.attendees),
+        government_bodies=list(p.government_bodies), sectors=list(p.sectors),
+        summary=p.summary, occurred_at=e.occurred_at, recorded_at=e.recorded_at,
+        position=e.position,
+    ))
+
+
+# Deals
+
+def _deal_proposed(batch: BatchEffects, e: EventEnvelope, p: DealProposed) -> None:
+    if e.aggregate_id in batch.deals:
+        raise ProjectionError(f"deal {e.aggregate_id} proposed twice (position {e.position})")
+    batch.deals[e.aggregate_id] = dict(
+        deal_id=e.aggregate_id, title=p.title, format=p.format, sector=p.sector,
+        status=DealStatus.PROPOSED.value, parties=list(p.parties), description=p.description,
+        version=e.aggregate_version, proposed_at=e.occurred_at, updated_at=e.occurred_at,
+        proposed_position=e.position, last_position=e.position,
+        tech_transfers=[], joint_ventures=[], facilities=[], cancellation=None,
+    )
+    batch.new_parties.extend(
+        {"deal_id": e.aggregate_id, "firm_code": firm_code}
+        for firm_code in dict.fromkeys(p.parties)  # A party named twice is one party.
+    )
+
+
+def _tech_transfer_signed(batch: BatchEffects, e: EventEnvelope, p: TechTransferSigned) -> None:
+    detail = {**p.model_dump(mode="json"), "signed_at": e.occurred_at.isoformat()}
+    _add_agreement(batch, e.aggregate_id, "tech_transfers", detail)
+
+
+def _joint_venture_formed(batch: BatchEffects, e: EventEnvelope, p: JointVentureFormed) -> None:
+    detail = {
+        "venture_name": p.venture_name,
+        "equity": {firm: str(share) for firm, share in p.equity.items()},
+        "formed_at": e.occurred_at.isoformat(),
+    }
+    _add_agreement(batch, e.aggregate_id, "joint_ventures", detail)
+
+
+def _facility_announced(batch: BatchEffects, e: EventEnvelope, p: FacilityAnnounced) -> None:
+    detail = {**p.model_dump(mode="json"), "announced_at": e.occurred_at.isoformat()}
+    _add_agreement(batch, e.aggregate_id, "facilities", detail)
+
+
+def _add_agreement(batch: BatchEffects, deal_id: UUID, column: str, detail: dict[str, Any]
+                   ) -> None:
+    deal = batch.deal(deal_id)
+    # A cancelled deal stays cancelled; the registry should not send this, but never revive.
+    if deal["status"] != DealStatus.CANCELLED:
+        deal["status"] = DealStatus.AGREED.value
+    deal[column] = [*deal[column], detail]
+
+
+def _deal_cancelled(batch: BatchEffects, e: EventEnvelope, p: DealCancelled) -> None:
+    deal = batch.deal(e.aggregate_id)
+    for pledge_id, pledge in batch.pledges.get(e.aggregate_id, {}).items():
+        if pledge["counted"]:
+            batch.count(pledge, -1)
+            pledge["counted"] = False
+            batch.changed_pledge(e.aggregate_id, pledge_id)
+    deal["status"] = DealStatus.CANCELLED.value
+    deal["cancellation"] = {"reason": p.reason, "cancelled_at": e.occurred_at.isoformat()}
+
+
+# Pledges
+
+def _pledge_made(batch: BatchEffects, e: EventEnvelope, p: PledgeMade) -> None:
+    deal = batch.deal(e.aggregate_id)
+    deal_pledges = batch.pledges.setdefault(e.aggregate_id, {})
+    if p.pledge_id in deal_pledges:
+        raise ProjectionError(
+            f"event at position {e.position} makes pledge {p.pledge_id} of deal "
+            f"{e.aggregate_id} a second time"
+        )
+    pledge = deal_pledges[p.pledge_id] = dict(
+        deal_id=e.aggregate_id, pledge_id=p.pledge_id, firm_code=p.firm,
+        firm_country=p.firm_country, sector=deal["sector"], currency=p.amount.currency,
+        low=p.amount.low, high=p.amount.high, usd_low=p.usd.low, usd_high=p.usd.high,
+        units_per_usd=p.usd.units_per_usd, rate_source=p.usd.rate_source,
+        status=PledgeStatus.ACTIVE.value, counted=deal["status"] != DealStatus.CANCELLED,
+        made_at=e.occurred_at, revisions=0, revised_at=None, revision_reason=None,
+        withdrawn_at=None, withdrawal_reason=None, position=e.position,
+    )
+    if pledge["counted"]:
+        batch.count(pledge, +1)
+
+
+def _pledge_revised(batch: BatchEffects, e: EventEnvelope, p: PledgeRevised) -> None:
+    batch.deal(e.aggregate_id)
+    pledge = batch.pledge(e.aggregate_id, p.pledge_id, e.position)
+    if pledge["counted"]:
+        batch.count(pledge, -1)
+    pledge.update(
+        currency=p.amount.currency, low=p.amount.low, high=p.amount.high,
+        usd_low=p.usd.low, usd_high=p.usd.high, units_per_usd=p.usd.units_per_usd,
+        rate_source=p.usd.rate_source, revisions=pledge["revisions"] + 1,
+        revised_at=e.occurred_at, revision_reason=p.reason,
+    )
+    if pledge["counted"]:
+        batch.count(pledge, +1)
+    batch.changed_pledge(e.aggregate_id, p.pledge_id)
+
+
+def _pledge_withdrawn(batch: BatchEffects, e: EventEnvelope, p: PledgeWithdrawn) -> None:
+    batch.deal(e.aggregate_id)
+    pledge = batch.pledge(e.aggregate_id, p.pledge_id, e.position)
+    if pledge["counted"]:
+        batch.count(pledge, -1)
+    pledge.update(
+        status=PledgeStatus.WITHDRAWN.value, counted=False, withdrawn_at=e.occurred_at,
+        withdrawal_reason=p.reason,
+    )
+    batch.changed_pledge(e.aggregate_id, p.pledge_id)
+
+
+def _record_deal_event(batch: BatchEffects, e: EventEnvelope) -> None:
+    """Note the event in the deal's history, and the deal's version and last change."""
+    deal = batch.deals[e.aggregate_id]  # every handler of a deal event found or made it
+    deal.update(version=e.aggregate_version, updated_at=e.occurred_at, last_position=e.position)
+    batch.deal_history.append({
+        "position": e.position, "deal_id": e.aggregate_id,
+        "aggregate_version": e.aggregate_version, "type": e.type.value,
+        "event_id": e.event_id, "occurred_at": e.occurred_at, "recorded_at": e.recorded_at,
+        "recorded_by": e.recorded_by, "payload": to_jsonable_python(e.payload),
+        "hash": e.hash, "previous_hash": e.previous_hash,
+    })
+
+
+HANDLERS: dict[EventType, Handler] = {
+    EventType.FIRM_REGISTERED: _firm_registered,
+    EventType.MEETING_HELD: _meeting_held,
+    EventType.DEAL_PROPOSED: _deal_proposed,
+    EventType.PLEDGE_MADE: _pledge_made,
+    EventType.PLEDGE_REVISED: _pledge_revised,
+    EventType.PLEDGE_WITHDRAWN: _pledge_withdrawn,
+    EventType.TECH_TRANSFER_SIGNED: _tech_transfer_signed,
+    EventType.JOINT_VENTURE_FORMED: _joint_venture_formed,
+    EventType.FACILITY_ANNOUNCED: _facility_announced,
+    EventType.DEAL_CANCELLED: _deal_cancelled,
+}
 
 
 class ReadModelProjector:
@@ -133,21 +462,6 @@ class ReadModelProjector:
         self.engine = engine
         self.name = name
         self._applying = threading.Lock()
-        self._totals_delta: dict[tuple[str, str, str], TotalsDelta] = {}
-        self._deal_history: list[dict[str, Any]] = []
-        self._deal_heads: dict[UUID, dict[str, Any]] = {}
-        self._handlers: dict[EventType, Handler] = {
-            EventType.FIRM_REGISTERED: self._firm_registered,
-            EventType.MEETING_HELD: self._meeting_held,
-            EventType.DEAL_PROPOSED: self._deal_proposed,
-            EventType.PLEDGE_MADE: self._pledge_made,
-            EventType.PLEDGE_REVISED: self._pledge_revised,
-            EventType.PLEDGE_WITHDRAWN: self._pledge_withdrawn,
-            EventType.TECH_TRANSFER_SIGNED: self._tech_transfer_signed,
-            EventType.JOINT_VENTURE_FORMED: self._joint_venture_formed,
-            EventType.FACILITY_ANNOUNCED: self._facility_announced,
-            EventType.DEAL_CANCELLED: self._deal_cancelled,
-        }
 
     def position(self) -> int:
         """The log position the read model reflects; 0 before any event."""
@@ -173,17 +487,28 @@ class ReadModelProjector:
                 if envelopes else []
         with self._applying, self.engine.begin() as conn:
             self._lock(conn)
-            self._totals_delta.clear()
-            self._deal_history, self._deal_heads = [], {}
             before = self._applied_versions(conn, {e.aggregate_id for e in envelopes})
             applied = dict(before)
+            fresh: list[tuple[EventEnvelope, Payload]] = []
             for envelope in sorted(envelopes, key=lambda e: e.position):
                 if envelope.aggregate_version > applied.get(envelope.aggregate_id, 0):
-                    self._apply_one(conn, envelope)
+                    fresh.append((envelope, envelope.typed_payload()))
                     applied[envelope.aggregate_id] = envelope.aggregate_version
+            batch = BatchEffects()
+            batch.load(conn, {
+                e.aggregate_id for e, _ in fresh
+                if e.type in DEAL_EVENTS and e.type != EventType.DEAL_PROPOSED
+            })
+            with localcontext() as exact:
+                # Sums of stored amounts never round: a rounding would be an error, not a total.
+                exact.prec = EXACT_PRECISION
+                exact.traps[Inexact] = True
+                for envelope, payload in fresh:
+                    HANDLERS[envelope.type](batch, envelope, payload)
+                    if envelope.type in DEAL_EVENTS:
+                        _record_deal_event(batch, envelope)
+            batch.write(conn)
             self._write_applied_versions(conn, before, applied)
-            self._write_deal_history(conn)
-            self._write_totals(conn)
             for item in merged(progress):
                 self._record_progress(conn, item)
             return read_position(conn, self.name)
@@ -199,16 +524,12 @@ class ReadModelProjector:
 
     @staticmethod
     def _applied_versions(conn: Connection, aggregate_ids: set[UUID]) -> dict[UUID, int]:
-        """The last applied version of each aggregate in a batch: one query per batch."""
-        found: dict[UUID, int] = {}
-        ids = list(aggregate_ids)
-        for start in range(0, len(ids), 500):  # stay below every driver's parameter limit
-            rows = conn.execute(
-                select(applied_versions.c.aggregate_id, applied_versions.c.version)
-                .where(applied_versions.c.aggregate_id.in_(ids[start:start + 500]))
-            ).all()
-            found.update({row.aggregate_id: row.version for row in rows})
-        return found
+        """The last applied version of each aggregate in a batch: one query per chunk."""
+        return {
+            row["aggregate_id"]: row["version"]
+            for row in _rows_where_in(conn, applied_versions, applied_versions.c.aggregate_id,
+                                      aggregate_ids)
+        }
 
     @staticmethod
     def _write_applied_versions(
@@ -217,14 +538,11 @@ class ReadModelProjector:
         new = [{"aggregate_id": a, "version": v} for a, v in applied.items() if a not in before]
         if new:
             conn.execute(insert(applied_versions), new)
-        changed = [{"b_id": a, "version": v} for a, v in applied.items()
+        changed = [{"k_aggregate_id": a, "version": v} for a, v in applied.items()
                    if a in before and v != before[a]]
         if changed:
             conn.execute(
-                update(applied_versions)
-                .where(applied_versions.c.aggregate_id == bindparam("b_id")),
-                changed,
-            )
+                _update_by_key(applied_versions, ("aggregate_id",), ("version",)), changed)
 
     def _record_progress(self, conn: Connection, item: SourceProgress) -> None:
         key = (
@@ -245,233 +563,3 @@ class ReadModelProjector:
             position=max(row.position, item.position),
             caught_up=item.caught_up if item.offset >= row.offset else row.caught_up,
         ))
-
-    def _apply_one(self, conn: Connection, envelope: EventEnvelope) -> None:
-        self._handlers[envelope.type](conn, envelope, envelope.typed_payload())
-        if envelope.type in DEAL_EVENTS:
-            self._record_deal_event(conn, envelope)
-
-    # Firms and meetings
-
-    def _firm_registered(self, conn: Connection, e: EventEnvelope, p: FirmRegistered) -> None:
-        conn.execute(insert(firms), dict(
-            firm_id=e.aggregate_id, code=p.code, name=p.name, country=p.country, kind=p.kind,
-            registered_at=e.occurred_at, position=e.position,
-        ))
-
-    def _meeting_held(self, conn: Connection, e: EventEnvelope, p: MeetingHeld) -> None:
-        conn.execute(insert(meetings), dict(
-            meeting_id=e.aggregate_id, title=p.title, location=p.location,
-            closed_door=p.closed_door, attendees=list(p.attendees),
-            government_bodies=list(p.government_bodies), sectors=list(p.sectors),
-            summary=p.summary, occurred_at=e.occurred_at, recorded_at=e.recorded_at,
-            position=e.position,
-        ))
-
-    # Deals
-
-    def _deal_proposed(self, conn: Connection, e: EventEnvelope, p: DealProposed) -> None:
-        conn.execute(insert(deals), dict(
-            deal_id=e.aggregate_id, title=p.title, format=p.format, sector=p.sector,
-            status=DealStatus.PROPOSED.value, parties=list(p.parties), description=p.description,
-            version=e.aggregate_version, proposed_at=e.occurred_at, updated_at=e.occurred_at,
-            proposed_position=e.position, last_position=e.position,
-            tech_transfers=[], joint_ventures=[], facilities=[], cancellation=None,
-        ))
-        for firm_code in dict.fromkeys(p.parties):  # A party named twice is one party.
-            conn.execute(insert(deal_parties), dict(deal_id=e.aggregate_id, firm_code=firm_code))
-
-    def _tech_transfer_signed(
-        self, conn: Connection, e: EventEnvelope, p: TechTransferSigned
-    ) -> None:
-        detail = {**p.model_dump(mode="json"), "signed_at": e.occurred_at.isoformat()}
-        self._add_agreement(conn, e.aggregate_id, "tech_transfers", detail)
-
-    def _joint_venture_formed(
-        self, conn: Connection, e: EventEnvelope, p: JointVentureFormed
-    ) -> None:
-        detail = {
-            "venture_name": p.venture_name,
-            "equity": {firm: str(share) for firm, share in p.equity.items()},
-            "formed_at": e.occurred_at.isoformat(),
-        }
-        self._add_agreement(conn, e.aggregate_id, "joint_ventures", detail)
-
-    def _facility_announced(
-        self, conn: Connection, e: EventEnvelope, p: FacilityAnnounced
-    ) -> None:
-        detail = {**p.model_dump(mode="json"), "announced_at": e.occurred_at.isoformat()}
-        self._add_agreement(conn, e.aggregate_id, "facilities", detail)
-
-    def _add_agreement(
-        self, conn: Connection, deal_id: UUID, column: str, detail: dict[str, Any]
-    ) -> None:
-        deal = self._deal(conn, deal_id)
-        # A cancelled deal stays cancelled; the registry should not send this, but never revive.
-        status = deal.status if deal.status == DealStatus.CANCELLED else DealStatus.AGREED.value
-        conn.execute(
-            update(deals).where(deals.c.deal_id == deal_id)
-            .values({column: [*getattr(deal, column), detail], "status": status})
-        )
-
-    def _deal_cancelled(self, conn: Connection, e: EventEnvelope, p: DealCancelled) -> None:
-        self._deal(conn, e.aggregate_id)
-        counted = conn.execute(
-            select(pledges).where(pledges.c.deal_id == e.aggregate_id, pledges.c.counted)
-        ).all()
-        for pledge in counted:
-            self._adjust_totals(conn, Contribution.of(pledge), -1)
-        conn.execute(
-            update(pledges).where(pledges.c.deal_id == e.aggregate_id).values(counted=False)
-        )
-        conn.execute(
-            update(deals).where(deals.c.deal_id == e.aggregate_id).values(
-                status=DealStatus.CANCELLED.value,
-                cancellation={"reason": p.reason, "cancelled_at": e.occurred_at.isoformat()},
-            )
-        )
-
-    def _record_deal_event(self, conn: Connection, e: EventEnvelope) -> None:
-        """Note the event in the deal's history and version; both reach their tables once per
-        batch (`_write_deal_history`): no handler reads them back within a batch."""
-        del conn
-        self._deal_history.append({
-            "position": e.position, "deal_id": e.aggregate_id,
-            "aggregate_version": e.aggregate_version, "type": e.type.value,
-            "event_id": e.event_id, "occurred_at": e.occurred_at, "recorded_at": e.recorded_at,
-            "recorded_by": e.recorded_by, "payload": e.model_dump(mode="json")["payload"],
-            "hash": e.hash, "previous_hash": e.previous_hash,
-        })
-        self._deal_heads[e.aggregate_id] = {
-            "b_deal_id": e.aggregate_id, "version": e.aggregate_version,
-            "updated_at": e.occurred_at, "last_position": e.position,
-        }
-
-    def _write_deal_history(self, conn: Connection) -> None:
-        if self._deal_history:
-            conn.execute(insert(deal_events), self._deal_history)
-        if self._deal_heads:
-            conn.execute(
-                update(deals).where(deals.c.deal_id == bindparam("b_deal_id")),
-                list(self._deal_heads.values()),
-            )
-        self._deal_history = []
-        self._deal_heads = {}
-
-    # Pledges
-
-    def _pledge_made(self, conn: Connection, e: EventEnvelope, p: PledgeMade) -> None:
-        deal = self._deal(conn, e.aggregate_id, deals.c.status, deals.c.sector)
-        country = p.firm_country
-        counted = deal.status != DealStatus.CANCELLED
-        conn.execute(insert(pledges), dict(
-            deal_id=e.aggregate_id, pledge_id=p.pledge_id, firm_code=p.firm, firm_country=country,
-            sector=deal.sector, currency=p.amount.currency, low=p.amount.low,
-            high=p.amount.high, usd_low=p.usd.low, usd_high=p.usd.high,
-            units_per_usd=p.usd.units_per_usd, rate_source=p.usd.rate_source,
-            status=PledgeStatus.ACTIVE.value, counted=counted, made_at=e.occurred_at,
-            revisions=0, position=e.position,
-        ))
-        if counted:
-            self._adjust_totals(conn, Contribution(
-                deal.sector, p.firm, country, p.amount.currency,
-                p.amount.low, p.amount.high, p.usd.low, p.usd.high,
-            ), +1)
-
-    def _pledge_revised(self, conn: Connection, e: EventEnvelope, p: PledgeRevised) -> None:
-        before = self._pledge(conn, e.aggregate_id, p.pledge_id, e.position)
-        after = Contribution(
-            before.sector, before.firm_code, before.firm_country, p.amount.currency,
-            p.amount.low, p.amount.high, p.usd.low, p.usd.high,
-        )
-        if before.counted:
-            self._adjust_totals(conn, Contribution.of(before), -1)
-            self._adjust_totals(conn, after, +1)
-        conn.execute(
-            update(pledges)
-            .where(pledges.c.deal_id == e.aggregate_id, pledges.c.pledge_id == p.pledge_id)
-            .values(
-                currency=p.amount.currency, low=p.amount.low, high=p.amount.high,
-                usd_low=p.usd.low, usd_high=p.usd.high, units_per_usd=p.usd.units_per_usd,
-                rate_source=p.usd.rate_source, revisions=before.revisions + 1,
-                revised_at=e.occurred_at, revision_reason=p.reason,
-            )
-        )
-
-    def _pledge_withdrawn(self, conn: Connection, e: EventEnvelope, p: PledgeWithdrawn) -> None:
-        pledge = self._pledge(conn, e.aggregate_id, p.pledge_id, e.position)
-        if pledge.counted:
-            self._adjust_totals(conn, Contribution.of(pledge), -1)
-        conn.execute(
-            update(pledges)
-            .where(pledges.c.deal_id == e.aggregate_id, pledges.c.pledge_id == p.pledge_id)
-            .values(
-                status=PledgeStatus.WITHDRAWN.value, counted=False, withdrawn_at=e.occurred_at,
-                withdrawal_reason=p.reason,
-            )
-        )
-
-    def _adjust_totals(self, conn: Connection, pledge: Contribution, sign: int) -> None:
-        """Add (sign +1) or remove (sign -1) one pledge from its three groups' totals.
-
-        Changes gather in memory and reach the table once per batch (`_write_totals`): a
-        batch touches a few dozen groups, however many pledges it carries."""
-        del conn  # written by _write_totals, in the same transaction
-        with localcontext() as exact:
-            exact.prec = EXACT_PRECISION
-            exact.traps[Inexact] = True
-            for dimension, key in pledge.groups():
-                delta = self._totals_delta.setdefault(
-                    (dimension.value, key, pledge.currency), TotalsDelta())
-                delta.count += sign
-                for column in AMOUNT_COLUMNS:
-                    setattr(delta, column,
-                            getattr(delta, column) + signed(getattr(pledge, column), sign))
-
-    def _write_totals(self, conn: Connection) -> None:
-        for (dimension, key, currency), delta in self._totals_delta.items():
-            where = (
-                pledge_totals.c.dimension == dimension,
-                pledge_totals.c.group_key == key,
-                pledge_totals.c.currency == currency,
-            )
-            row = conn.execute(select(pledge_totals).where(*where)).first()
-            if row is None:
-                if delta.count != 0:
-                    conn.execute(insert(pledge_totals), dict(
-                        dimension=dimension, group_key=key, currency=currency,
-                        pledge_count=delta.count,
-                        **{c: getattr(delta, c) for c in AMOUNT_COLUMNS},
-                    ))
-                continue
-            count = row.pledge_count + delta.count
-            if count == 0:
-                conn.execute(delete(pledge_totals).where(*where))
-                continue
-            with localcontext() as exact:
-                exact.prec = EXACT_PRECISION
-                exact.traps[Inexact] = True
-                sums = {c: getattr(row, c) + getattr(delta, c) for c in AMOUNT_COLUMNS}
-            conn.execute(update(pledge_totals).where(*where), dict(pledge_count=count, **sums))
-        self._totals_delta.clear()
-
-    # Lookups
-
-    def _deal(self, conn: Connection, deal_id: UUID, *columns: Any) -> Row[Any]:
-        """The deal's row, or only `columns` of it (cheaper: no JSON lists to decode)."""
-        deal = conn.execute(
-            select(*(columns or (deals,))).where(deals.c.deal_id == deal_id)
-        ).first()
-        if deal is None:
-            raise ProjectionError(f"event for deal {deal_id} before it was proposed")
-        return deal
-
-    def _pledge(self, conn: Connection, deal_id: UUID, pledge_id: str, position: int) -> Row[Any]:
-        pledge = conn.execute(
-            select(pledges).where(pledges.c.deal_id == deal_id, pledges.c.pledge_id == pledge_id)
-        ).first()
-        if pledge is None:
-            raise ProjectionError(
-                f"event at position {position} names unknown pledge {pledge_id} of deal {deal_id}"
-            )
-        return pledge

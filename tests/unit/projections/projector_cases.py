@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from contracts.events_v1 import EventType
 from services.projections.projectors.read_model_projector import (
@@ -16,7 +16,7 @@ from services.projections.projectors.read_model_projector import (
 )
 from services.projections.read_model.progress import LOG_SOURCE, SourceProgress
 from services.projections.read_model.queries import ReadModelQueries
-from services.projections.read_model.tables import create_read_schema
+from services.projections.read_model.tables import create_read_schema, read_model
 from tests.unit.projections.envelopes import EventLog, money, usd
 
 
@@ -347,3 +347,121 @@ class ProjectorCases:
         assert projector.position() == 3
         assert queries.deals().total == 0
         assert queries.pledges_by_sector() == []
+
+    # Batch shape: the same state whatever the batch boundaries, a bounded number of statements
+
+    def test_one_batch_and_one_event_per_batch_give_the_same_read_model(
+        self, engine, projector, queries
+    ) -> None:
+        whole, single = Scenario(), Scenario()
+        for scenario in (whole, single):
+            log = scenario.log
+            log.revise(scenario.battery, "p2", money("150000000", "250000000", "USD"),
+                       usd("150000000", "250000000"))
+            log.withdraw(scenario.battery, "p1")
+            log.form_joint_venture(scenario.battery, "Toyota Tata Cells",
+                                   {"toyota": "51", "tata-motors": "49"})
+            log.sign_tech_transfer(scenario.battery, "solid-state cells")
+            log.announce_facility(scenario.recycling, "Catalyst recovery plant")
+            log.revise(scenario.recycling, "p3", money("830000000", "830000000", "INR"),
+                       usd("10000000", "10000000", "83"))
+            log.cancel(scenario.recycling)
+            log.announce_facility(scenario.recycling, "Second plant")
+        # Same events, same ids: the second scenario replays the first's envelopes one by one
+        # into a second projector of its own, so only the batch boundaries differ.
+        projector.apply(whole.log.envelopes)
+        expected = everything(queries, [whole.battery, whole.recycling])
+
+        other = ReadModelProjector(engine, name="one-by-one")
+        with engine.begin() as conn:
+            for table in reversed(list(read_model.sorted_tables)):
+                if table.name not in {"rm_source_progress", "rm_projector_lock"}:
+                    conn.execute(table.delete())
+        for envelope in whole.log.envelopes:
+            other.apply([envelope])
+        assert everything(queries, [whole.battery, whole.recycling]) | {
+            "position": expected["position"]
+        } == expected
+        recycling = queries.deal(whole.recycling)
+        assert recycling["status"] == "cancelled"
+        assert [f["facility"] for f in recycling["facilities"]] == [
+            "Catalyst recovery plant", "Second plant"
+        ]
+        assert not any(p["counted"] for p in recycling["pledges"])
+
+    def test_cancelling_a_stored_deal_uncounts_its_stored_and_new_pledges(
+        self, projector, queries, scenario
+    ) -> None:
+        projector.apply(scenario.log.envelopes)
+        scenario.log.pledge(scenario.battery, "p4", "suzuki", money("5", "7", "USD"),
+                            usd("5", "7"))
+        scenario.log.cancel(scenario.battery)
+        scenario.log.pledge(scenario.battery, "p5", "suzuki", money("1", "2", "USD"),
+                            usd("1", "2"))
+        projector.apply(scenario.log.envelopes[-3:])
+
+        assert set(by_key(queries.pledges_by_sector(), "sector")) == {"recycling"}
+        assert set(by_key(queries.pledges_by_firm(), "firm")) == {"suzuki"}
+        assert by_key(queries.pledges_by_firm(), "firm")["suzuki"]["pledge_count"] == 1
+        deal = queries.deal(scenario.battery)
+        assert deal["version"] == 6
+        assert {p["pledge_id"]: p["counted"] for p in deal["pledges"]} == {
+            "p1": False, "p2": False, "p4": False, "p5": False
+        }
+
+    def test_unknown_pledge_of_a_stored_deal_fails_the_batch(
+        self, projector, queries, scenario
+    ) -> None:
+        projector.apply(scenario.log.envelopes)
+        scenario.log.withdraw(scenario.battery, "p1")
+        scenario.log.withdraw(scenario.battery, "no-such-pledge")
+
+        with pytest.raises(ProjectionError, match="no-such-pledge"):
+            projector.apply(scenario.log.envelopes[-2:])
+
+        pledges = {p["pledge_id"]: p for p in queries.deal(scenario.battery)["pledges"]}
+        assert pledges["p1"]["status"] == "active"  # the whole batch rolled back
+
+    def test_a_pledge_made_twice_fails_the_batch(self, projector, scenario) -> None:
+        projector.apply(scenario.log.envelopes)
+        twice = [money("1", "1", "USD"), usd("1", "1")]
+        scenario.log.pledge(scenario.recycling, "p3", "suzuki", *twice)
+        with pytest.raises(ProjectionError, match="second time"):
+            projector.apply(scenario.log.envelopes[-1:])
+
+        scenario.log.pledge(scenario.recycling, "p9", "suzuki", *twice)
+        scenario.log.pledge(scenario.recycling, "p9", "suzuki", *twice)
+        with pytest.raises(ProjectionError, match="second time"):
+            projector.apply(scenario.log.envelopes[-2:])
+
+    def test_statements_per_batch_do_not_grow_with_its_events(self, engine, projector) -> None:
+        log = EventLog()  # one log for both runs, so positions never repeat
+
+        def statements_for(deal_count: int, currency: str) -> int:
+            # A currency of its own per run: every totals group is new in both runs.
+            japanese, indian = f"jp-{deal_count}", f"in-{deal_count}"
+            log.firm(japanese, "JP")
+            log.firm(indian, "IN")
+            deal_ids = [log.deal("recycling", "joint_venture", [japanese, indian])
+                        for _ in range(deal_count)]
+            projector.apply(log.envelopes)  # firms and deals stored, so the batch reads them
+            stored = len(log.envelopes)
+            for deal_id in deal_ids:
+                log.pledge(deal_id, "p1", japanese, money("1", "4", currency), usd("1", "4"))
+                log.pledge(deal_id, "p2", indian, money("2", "3", currency), usd("2", "3"))
+                log.revise(deal_id, "p1", money("5", "6", currency), usd("5", "6"))
+                log.withdraw(deal_id, "p2")
+                log.form_joint_venture(deal_id, "JV", {japanese: "50", indian: "50"})
+            counted: list[str] = []
+
+            def count(*args: Any) -> None:
+                counted.append(args[2])
+
+            event.listen(engine, "before_cursor_execute", count)
+            try:
+                projector.apply(log.envelopes[stored:])
+            finally:
+                event.remove(engine, "before_cursor_execute", count)
+            return len(counted)
+
+        assert statements_for(40, "EUR") == statements_for(2, "USD")
