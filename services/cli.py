@@ -1,4 +1,4 @@
-"""`dealreg`: run the registry, manage API keys, load the demo scenario."""
+"""`dealreg`: run the registry, manage API keys, load the demo scenario, audit the log."""
 
 from __future__ import annotations
 
@@ -119,6 +119,92 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_stores(args: argparse.Namespace) -> tuple[Any, Any]:
+    from services.registry.adapters.event_store import open_event_store
+    from services.registry.audit.checkpoints import CheckpointStore, audit_database_url
+
+    settings = _settings(args)
+    if settings.database_url is None and not (settings.data_dir / "events.db").exists():
+        raise DependencyUnavailable(f"no event store in {settings.data_dir} (events.db)")
+    engine = create_sql_engine(audit_database_url(settings))
+    check_reachable(engine, "the event store database")
+    checkpoints = CheckpointStore(engine)
+    checkpoints.create_schema()
+    return open_event_store(settings), checkpoints
+
+
+def _show_progress(checked: int, head: int) -> None:
+    print(f"verified {checked} events (log head {head})", file=sys.stderr, flush=True)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from services.registry.audit.verification import verify_log
+
+    store, checkpoints = _audit_stores(args)
+    report = verify_log(store, checkpoints, progress=_show_progress)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    summary = (f"{report.events_checked} events in {report.aggregates} aggregates, "
+               f"{report.checkpoints_checked} checkpoints")
+    first = report.first_failure
+    if first is None:
+        print(f"OK: {summary}")
+        return 0
+    more = "+" if report.more_failures else ""
+    print(f"FAILED at position {first.position} (aggregate {first.aggregate_id or '-'} "
+          f"version {first.version}): {first.kind}: {first.detail}\n"
+          f"{len(report.failures)}{more} failures; {summary}", file=sys.stderr)
+    return 1
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from services.registry.audit.checkpoints import take_checkpoint
+
+    store, checkpoints = _audit_stores(args)
+    taken = take_checkpoint(store, checkpoints, "on_demand")
+    assert taken is not None  # on-demand checkpoints are never skipped
+    print(f"checkpoint {taken.id}: {taken.event_count} events to position "
+          f"{taken.last_position}, root {taken.root}, at {taken.created_at.isoformat()}")
+    return 0
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from services.registry.audit.export import ExportRefused, export_events
+
+    store, checkpoints = _audit_stores(args)
+    try:
+        if args.output == "-":
+            written = export_events(store, checkpoints, args.first, args.last, sys.stdout,
+                                    proofs=args.proofs)
+        else:
+            with open(args.output, "w", encoding="utf-8") as out:
+                written = export_events(store, checkpoints, args.first, args.last, out,
+                                        proofs=args.proofs)
+    except ExportRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {written} events to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_audit_verify_export(args: argparse.Namespace) -> int:
+    from services.registry.audit.export import verify_export
+
+    try:
+        with open(args.file, encoding="utf-8") as lines:
+            check = verify_export(lines)
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if check.ok:
+        print(f"OK: {check.events} events rebuild the checkpoint root")
+        return 0
+    print(f"FAILED at line {check.line}: {check.message}", file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dealreg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +243,30 @@ def build_parser() -> argparse.ArgumentParser:
                                help="the most projection instances that can share the work")
     create_topics.add_argument("--replication", type=int, default=1)
     create_topics.set_defaults(run=cmd_topics_create)
+
+    audit = commands.add_parser("audit", help="tamper evidence: checkpoints, verify, export")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    data_dir_help = "folder for SQLite files (DEALREG_DATA_DIR); or set DEALREG_DATABASE_URL"
+    verify = audit_commands.add_parser(
+        "verify", help="recompute hash chains and checkpoints; exit 1 at the first failure")
+    verify.add_argument("--json", action="store_true", help="print the full report as JSON")
+    checkpoint = audit_commands.add_parser(
+        "checkpoint", help="record a Merkle checkpoint at the log's head now")
+    export = audit_commands.add_parser(
+        "export", help="write events with their hashes and covering checkpoint as NDJSON")
+    export.add_argument("--from", dest="first", type=int, required=True, help="first position")
+    export.add_argument("--to", dest="last", type=int, required=True, help="last position")
+    export.add_argument("--output", "-o", default="-", help="file to write; - for stdout")
+    export.add_argument("--proofs", action="store_true",
+                        help="add each event's inclusion proof to its line")
+    for command, run in ((verify, cmd_audit_verify), (checkpoint, cmd_audit_checkpoint),
+                         (export, cmd_audit_export)):
+        command.add_argument("--data-dir", help=data_dir_help)
+        command.set_defaults(run=run)
+    verify_export = audit_commands.add_parser(
+        "verify-export", help="check an export without any database; exit 1 at a bad line")
+    verify_export.add_argument("file")
+    verify_export.set_defaults(run=cmd_audit_verify_export)
 
     demo = commands.add_parser("demo", help="record the article's scenario through the HTTP API")
     demo.add_argument("--url", default="http://127.0.0.1:8000")

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         default=100, ge=0,
         description="Snapshot an aggregate every this many versions; 0 turns snapshots off",
     )
+    checkpoint_interval_seconds: float = Field(
+        default=300.0, ge=0,
+        description="The write service records a Merkle checkpoint this often when the log "
+        "head moved; 0 turns interval checkpoints off",
+    )
     log_level: str = "INFO"
 
     # Distributed mode: relay and projection service.

@@ -15,6 +15,7 @@ from contracts.submissions_v1 import Receipt, Submission
 from services.registry.api.errors import as_api_error
 from services.registry.application.commands import RecordPartnerEvent
 from services.registry.application.handlers import RecordingService
+from services.registry.audit.routes import install_audit_api
 from services.shared.api_keys import ApiKeyStore, Writer
 from services.shared.errors import ApiError, validation_error
 from services.shared.http_basics import HttpMetrics
@@ -150,3 +151,4 @@ def install_write_api(
     app.state.recording_service = service
     app.state.events_recorded = events_recorded
     app.include_router(router)
+    install_audit_api(app, service.store)

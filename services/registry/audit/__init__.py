@@ -1,0 +1,1 @@
+"""Tamper evidence: Merkle checkpoints over the event log, verification, offline export."""

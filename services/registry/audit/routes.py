@@ -1,0 +1,112 @@
+"""The audit API: verify the log, list and take checkpoints. Auditor or admin keys only.
+
+Installing it also starts the interval checkpointer for the app's lifetime, when
+DEALREG_CHECKPOINT_INTERVAL_SECONDS is above zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+
+from services.registry.adapters.event_store import DealRegistryStore
+from services.registry.audit.checkpoints import (
+    CheckpointStore,
+    audit_database_url,
+    take_checkpoint,
+)
+from services.registry.audit.verification import verify_log
+from services.shared.api_keys import Auditor
+from services.shared.database import create_sql_engine
+from services.shared.settings import Settings
+
+log = logging.getLogger("dealreg.audit")
+
+ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
+    401: {"description": "No key, or an unknown key"},
+    403: {"description": "The key's role is neither auditor nor admin"},
+}
+
+
+def _audit_of(request: Request) -> tuple[DealRegistryStore, CheckpointStore]:
+    return request.app.state.audit_event_store, request.app.state.audit_checkpoints
+
+
+def checkpointing_loop(
+    store: DealRegistryStore, checkpoints: CheckpointStore, interval: float,
+    stop: threading.Event,
+) -> None:
+    """Take an interval checkpoint every `interval` seconds while the head moves."""
+    while not stop.wait(interval):
+        try:
+            taken = take_checkpoint(store, checkpoints, "interval")
+        except Exception:  # noqa: BLE001 - the next interval tries again
+            log.exception("interval checkpoint failed")
+            continue
+        if taken is not None:
+            log.info("checkpoint %d: %d events to position %d, root %s", taken.id,
+                     taken.event_count, taken.last_position, taken.root)
+
+
+def install_audit_api(app: FastAPI, store: DealRegistryStore) -> None:
+    """Mount the audit routes beside the write API, on the same event store."""
+    settings: Settings = app.state.settings
+    engine: Engine = create_sql_engine(audit_database_url(settings))
+    checkpoints = CheckpointStore(engine)
+    checkpoints.create_schema()
+    app.state.audit_event_store = store
+    app.state.audit_checkpoints = checkpoints
+
+    @asynccontextmanager
+    async def checkpointing(_: Any) -> AsyncIterator[None]:
+        stop = threading.Event()
+        interval = settings.checkpoint_interval_seconds
+        thread = threading.Thread(target=checkpointing_loop, name="audit-checkpoints",
+                                  args=(store, checkpoints, interval, stop), daemon=True)
+        if interval > 0:
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if thread.is_alive():
+                thread.join(timeout=15)
+            engine.dispose()
+
+    router = APIRouter(prefix="/v1/audit", tags=["audit"], lifespan=checkpointing)
+
+    @router.get("/verify", responses=ERROR_RESPONSES, summary="Verify the event log")
+    async def verify(request: Request, _auditor: Auditor) -> dict[str, Any]:
+        """Recompute every aggregate's hash chain and every checkpoint's Merkle root over the
+        stored events; `ok` is false and `first_failure` names the position, aggregate and
+        version of the first event that fails. Reads the whole log: slow on a large one."""
+        event_store, checkpoint_store = _audit_of(request)
+        report = await run_in_threadpool(verify_log, event_store, checkpoint_store)
+        return report.as_dict()
+
+    @router.get("/checkpoints", responses=ERROR_RESPONSES, summary="List checkpoints")
+    async def list_checkpoints(request: Request, _auditor: Auditor) -> dict[str, Any]:
+        """Every recorded checkpoint, oldest first: last position, event count, Merkle root,
+        time and reason."""
+        _, checkpoint_store = _audit_of(request)
+        recorded = await run_in_threadpool(checkpoint_store.checkpoints)
+        return {"checkpoints": [c.as_dict() for c in recorded]}
+
+    @router.post("/checkpoints", status_code=201, responses=ERROR_RESPONSES,
+                 summary="Take a checkpoint now")
+    async def create_checkpoint(request: Request, _auditor: Auditor) -> dict[str, Any]:
+        """Record a Merkle root over the log from position 1 to its current head."""
+        event_store, checkpoint_store = _audit_of(request)
+        taken = await run_in_threadpool(take_checkpoint, event_store, checkpoint_store,
+                                        "on_demand")
+        assert taken is not None  # on-demand checkpoints are never skipped
+        return taken.as_dict()
+
+    app.include_router(router)
