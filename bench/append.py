@@ -1,22 +1,23 @@
 """HTTP single-event appends against the embedded service, beside the library's own save rate.
 
 The service runs as `dealreg up` in its own process; the baseline saves bare aggregates with
-the library on the same kind of store (a fresh SQLite file), in the same run, so the ratio
-holds on a noisy machine. Prints one JSON object on its last line.
+the library on the same kind of store (a fresh SQLite file, or with `--backend postgres` a
+fresh PostgreSQL database, dropped afterwards), in the same run, so the ratio holds on a
+noisy machine. Prints one JSON object on its last line.
 
-    python bench/append.py [--quick] [--events N] [--concurrency C]
+    python bench/append.py [--quick] [--events N] [--concurrency C] [--backend sqlite|postgres]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
 import statistics
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -24,7 +25,9 @@ from uuid import uuid4
 import httpx
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
-from service_process import partner_headers, start_service
+from service_process import fresh_postgres_database, partner_headers, start_service, stop_service
+
+from services.shared.settings import Settings
 
 T = "2025-06-01T10:00:00+05:30"
 DEALS = 100
@@ -37,18 +40,28 @@ class Counter(Aggregate):
         self.note = note
 
 
-def library_saves_per_second(data_dir: Path, events: int) -> float:
-    app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite",
-                           "SQLITE_DBNAME": str(data_dir / "baseline.db")})
-    started = time.perf_counter()
-    for _ in range(events):
-        app.save(Counter("x" * 1000))
-    return events / (time.perf_counter() - started)
+def library_saves_per_second(data_dir: Path, database_url: str | None, events: int) -> float:
+    """The library's own single-event save rate, one aggregate per save, on the service's
+    kind of store (on PostgreSQL: the same database, a table of its own)."""
+    if database_url is None:
+        env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+               "SQLITE_DBNAME": str(data_dir / "baseline.db")}
+    else:
+        env = Settings(database_url=database_url).event_store_env()
+    app = Application(env=env)
+    try:
+        started = time.perf_counter()
+        for _ in range(events):
+            app.save(Counter("x" * 1000))
+        return events / (time.perf_counter() - started)
+    finally:
+        app.close()
 
 
-def http_appends(data_dir: Path, events: int, concurrency: int) -> tuple[float, list[float]]:
-    headers = partner_headers(data_dir)
-    process, url = start_service(data_dir)
+def http_appends(data_dir: Path, database_url: str | None, events: int,
+                 concurrency: int) -> tuple[float, list[float]]:
+    headers = partner_headers(data_dir, database_url)
+    process, url = start_service(data_dir, database_url)
     local = threading.local()
 
     def post(body: dict) -> float:
@@ -85,8 +98,7 @@ def http_appends(data_dir: Path, events: int, concurrency: int) -> tuple[float, 
             latencies = list(pool.map(pledge, range(events)))
         rate = events / (time.perf_counter() - started)
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=15)
+        stop_service(process)
     return rate, latencies
 
 
@@ -95,16 +107,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a run under 60 seconds")
     parser.add_argument("--events", type=int, default=None)
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
     events = args.events or (500 if args.quick else 5000)
-    with tempfile.TemporaryDirectory() as folder:
-        baseline = library_saves_per_second(Path(folder), events)
-        ours, latencies = http_appends(Path(folder), events, args.concurrency)
+    with ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        database_url = (stack.enter_context(fresh_postgres_database())
+                        if args.backend == "postgres" else None)
+        baseline = library_saves_per_second(folder, database_url, events)
+        ours, latencies = http_appends(folder, database_url, events, args.concurrency)
     latencies.sort()
     result = {
         "benchmark": "append",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "settings": {"events": events, "concurrency": args.concurrency, "store": "sqlite",
+        "settings": {"events": events, "concurrency": args.concurrency,
+                     "store": args.backend,
                      "deals": DEALS,
                      "transport": "HTTP/1.1 keep-alive to dealreg up"},
         "results": [
