@@ -36,6 +36,11 @@ class Pledge:
     usd: UsdConversion
     withdrawn: bool = False
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Pledge:
+        # Amounts are frozen values, so a copy may share them: copying a deal with hundreds
+        # of pledges for each decision must not copy every Decimal in it.
+        return Pledge(self.pledge_id, self.firm, self.amount, self.usd, self.withdrawn)
+
 
 def _amount_fields(amount: AmountRange, usd: UsdConversion) -> dict[str, Any]:
     return {

@@ -80,6 +80,11 @@ class RecordedEvent(Aggregate.Event):
     def evolve(self, aggregate: Any) -> None:
         """Change the aggregate's state; subclasses override."""
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> RecordedEvent:
+        # Events are frozen: an aggregate copied for a decision may share its last event,
+        # and copying it deeply was the largest cost of loading a cached aggregate.
+        return self
+
     def hash(self) -> str:
         values = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
         return event_hash(get_topic(type(self)), values)

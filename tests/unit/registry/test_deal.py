@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
 from decimal import Decimal
 from uuid import uuid4
 
@@ -512,3 +513,20 @@ def test_versions_count_events() -> None:
     deal.cancel("off", provenance())
     assert deal.version == 5
     assert [e.originator_version for e in deal.collect_events()] == [1, 2, 3, 4, 5]
+
+
+def test_a_copied_deal_decides_without_changing_the_original() -> None:
+    # Cached deals are copied for each decision; the copy shares only immutable parts.
+    original = new_deal()
+    pledge(original, "pl-1")
+    pledge(original, "pl-2", JP_FIRM)
+    original.collect_events()
+    copy = deepcopy(original)
+    copy.withdraw_pledge("pl-1", "budget cut", provenance("w"))
+    copy.revise_pledge("pl-2", amount("300", "400"), usd_of(amount("300", "400")), "",
+                       provenance("r"))
+    assert original.pledges["pl-1"].withdrawn is False
+    assert original.pledges["pl-2"].amount == amount("100", "200")
+    assert original.version == 3 and copy.version == 5
+    assert original.last_hash != copy.last_hash
+    assert copy.pending_events[0].previous_hash == original.last_hash
