@@ -27,9 +27,11 @@ log = logging.getLogger("dealreg.log_notifications")
 STOP_CHECK_SECONDS = 0.25
 FIRST_RETRY_SECONDS = 0.1
 MAX_RETRY_SECONDS = 5.0
-# Notice a dead server (no FIN, e.g. a cut network) within about half a minute.
-KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-              "keepalives_count": 3}
+# Give up on an unanswering server after 5 s, and notice a dead one (no FIN, e.g. a cut
+# network) within about half a minute, so the listener retries instead of hanging.
+CONNECTION_OPTIONS: dict[str, Any] = {"connect_timeout": 5, "keepalives": 1,
+                                      "keepalives_idle": 10, "keepalives_interval": 5,
+                                      "keepalives_count": 3}
 
 
 class LogNotifications:
@@ -52,8 +54,8 @@ class LogNotifications:
         self.channel = channel
         self.on_append = on_append
         self.max_retry_seconds = max_retry_seconds
+        # How many times it has started listening: 1, plus one per reconnection.
         self.connections = 0
-        self.listening = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="log-notifications",
                                         daemon=True)
@@ -70,10 +72,9 @@ class LogNotifications:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(autocommit=True,
-                                     **{**KEEPALIVES, **self.connection_kwargs}) as conn:
+                                     **{**CONNECTION_OPTIONS, **self.connection_kwargs}) as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     self.connections += 1
-                    self.listening.set()
                     retry = FIRST_RETRY_SECONDS
                     # Writes committed before LISTEN took effect notified nobody.
                     self.on_append()
@@ -82,12 +83,10 @@ class LogNotifications:
                                                            stop_after=1)):
                             self.on_append()
             except psycopg.Error as exc:
-                self.listening.clear()
                 log.warning("listening for log appends failed, retrying in %.1fs: %s",
                             retry, exc)
                 self._stop.wait(retry)
                 retry = min(retry * 2, self.max_retry_seconds)
-        self.listening.clear()
 
 
 def listen_for_appends(
