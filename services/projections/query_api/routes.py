@@ -3,12 +3,17 @@
 Every answer carries `position`, the registry log position the read model reflected when
 the request was answered (the data is at least that fresh), also as header X-Log-Position.
 A client that just wrote at position N sends `min_position=N` to read its own write.
+
+Deals and pledge totals can also be asked for in the past, on one of two clocks (see
+`PastClock`); such an answer names its clock and bound, and its `position` is the log
+position it reflects.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -16,8 +21,9 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from prometheus_client import Gauge
 from starlette.concurrency import run_in_threadpool
 
+from services.projections.read_model.deal_history import PastBound
 from services.projections.read_model.queries import Page, ReadModelQueries
-from services.projections.read_model.tables import DealStatus
+from services.projections.read_model.tables import DealStatus, TotalsDimension
 from services.shared.api_keys import ApiKeyStore, Reader
 from services.shared.errors import ApiError
 from services.shared.http_basics import HttpMetrics
@@ -44,8 +50,13 @@ async def visible_position(
     ] = None,
 ) -> int:
     """The read model's position, after waiting (bounded) for it to reach `min_position`."""
+    return await wait_for_position(request, queries, min_position or 0, "min_position")
+
+
+async def wait_for_position(request: Request, queries: Queries, wanted: int, field: str) -> int:
+    """The read model's position once it is at least `wanted`; 409 after a bounded wait."""
     current = await run_in_threadpool(queries.position)
-    if min_position is None or current >= min_position:
+    if current >= wanted:
         return current
     loop = asyncio.get_running_loop()
     deadline = loop.time() + request.app.state.settings.freshness_wait_seconds
@@ -56,16 +67,115 @@ async def visible_position(
         # they are waiting for.
         pause = min(pause * 2, MAX_POLL_SECONDS)
         current = await run_in_threadpool(queries.position)
-        if current >= min_position:
+        if current >= wanted:
             return current
     raise ApiError(
         409, "not_yet_visible",
-        f"the read model is at position {current}, not yet at {min_position}; retry shortly",
-        field="min_position", rule="visible", position=current, min_position=min_position,
+        f"the read model is at position {current}, not yet at {wanted}; retry shortly",
+        field=field, rule="visible", position=current, **{field: wanted},
     )
 
 
 Position = Annotated[int, Depends(visible_position)]
+
+
+@dataclass(frozen=True)
+class PastClock:
+    """Which past a read asks for, and how its answer states it.
+
+    Business time (`as_of`): what was true then, by the events' occurred-at, as known now; a
+    correction recorded later changes it. Recorded time (`recorded_as_of`): what the registry
+    knew then, the log up to a position; nothing recorded later changes it.
+    """
+
+    bound: PastBound
+    stated: dict[str, Any]
+
+
+def unknown_past(field: str, text: str, expected: str) -> ApiError:
+    return ApiError(422, "invalid_request", f"{field}: expected {expected}, got {text!r}",
+                    field=field, rule="past_bound")
+
+
+def moment(text: str, field: str) -> datetime:
+    """A date (meaning the end of that day, UTC) or an ISO 8601 datetime (UTC if no offset)."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        return datetime.combine(day, time.max, tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(text)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # overflow: an offset moving year 1 or 9999 past UTC
+        raise unknown_past(field, text, "a date or an ISO 8601 datetime") from None
+
+
+def exclusive(**given: object) -> None:
+    """422 naming the second of mutually exclusive query parameters, if two are given."""
+    named = [name for name, value in given.items() if value is not None]
+    if len(named) > 1:
+        raise ApiError(
+            422, "invalid_request",
+            f"{named[1]}: give at most one of {', '.join(given)}",
+            field=named[1], rule="mutually_exclusive", given=named,
+        )
+
+
+AsOf = Annotated[str | None, Query(
+    max_length=40,
+    description="Business time: a date (the end of that day, UTC) or an ISO 8601 datetime (UTC "
+                "if it has no offset); the state from the events that occurred by then, as "
+                "known now",
+)]
+RecordedAsOf = Annotated[str | None, Query(
+    max_length=40,
+    description="Recorded time: a log position, or a date or datetime meaning the last position "
+                "recorded by then; the state the registry knew at that point",
+)]
+Version = Annotated[int | None, Query(
+    ge=1, le=2**31 - 1, description="The deal as it was after its first `version` events",
+)]
+
+
+async def past_clock(
+    request: Request, queries: Queries, position: Position,
+    as_of: AsOf = None, recorded_as_of: RecordedAsOf = None,
+) -> PastClock | None:
+    """The past asked for, or None for the current state; a recorded position not yet
+    projected is waited for as `min_position` is."""
+    exclusive(as_of=as_of, recorded_as_of=recorded_as_of)
+    if as_of is not None:
+        until = moment(as_of, "as_of")
+        return PastClock(PastBound(position, until),
+                         {"clock": "business", "as_of": until.isoformat()})
+    if recorded_as_of is None:
+        return None
+    if recorded_as_of.isdigit():
+        wanted = int(recorded_as_of)
+        await wait_for_position(request, queries, wanted, "recorded_as_of")
+        return PastClock(PastBound(wanted), {"clock": "recorded", "recorded_as_of": wanted})
+    by = moment(recorded_as_of, "recorded_as_of")
+    resolved = await run_in_threadpool(queries.position_recorded_by, by, position)
+    return PastClock(PastBound(resolved),
+                     {"clock": "recorded", "recorded_as_of": by.isoformat()})
+
+
+async def deal_past_clock(
+    request: Request, queries: Queries, deal_id: UUID, position: Position,
+    version: Version = None, as_of: AsOf = None, recorded_as_of: RecordedAsOf = None,
+) -> PastClock | None:
+    """As `past_clock`, or the deal after its first `version` events."""
+    exclusive(version=version, as_of=as_of, recorded_as_of=recorded_as_of)
+    if version is None:
+        return await past_clock(request, queries, position, as_of, recorded_as_of)
+    at = await run_in_threadpool(version_position, queries, deal_id, version)
+    return PastClock(PastBound(at), {"clock": "version", "version": version})
+
+
+Past = Annotated[PastClock | None, Depends(past_clock)]
+DealPast = Annotated[PastClock | None, Depends(deal_past_clock)]
 
 
 @dataclass(frozen=True)
@@ -102,6 +212,28 @@ def unknown_deal(deal_id: UUID) -> ApiError:
     return ApiError(404, "not_found", f"no deal {deal_id}", field="deal_id", rule="known_deal")
 
 
+def version_position(queries: ReadModelQueries, deal_id: UUID, version: int) -> int:
+    """The log position of a deal's version; 404 if the deal is unknown or not that far yet."""
+    found = queries.position_of_version(deal_id, version)
+    if found is not None:
+        return found
+    latest = queries.latest_version(deal_id)
+    if latest is None:
+        raise unknown_deal(deal_id)
+    raise ApiError(404, "not_found",
+                   f"deal {deal_id} has no version {version}; its latest is {latest}",
+                   field="version", rule="known_version", latest_version=latest)
+
+
+def totals(queries: ReadModelQueries, dimension: TotalsDimension, position: int,
+           past: PastClock | None, response: Response) -> dict[str, Any]:
+    if past is None:
+        return totals_body(queries.pledge_totals(dimension), position, response)
+    body = totals_body(queries.pledge_totals_as_of(dimension, past.bound), past.bound.position,
+                       response)
+    return {**body, "past": past.stated}
+
+
 def read_router() -> APIRouter:
     """Routes of the read API; they need app.state.read_queries, .settings and .api_keys."""
     router = APIRouter(prefix="/v1", tags=["read"])
@@ -110,24 +242,30 @@ def read_router() -> APIRouter:
 
     @router.get("/pledges/by-sector")
     def pledges_by_sector(
-        principal: Reader, position: Position, queries: Queries, response: Response
+        principal: Reader, position: Position, queries: Queries, past: Past,
+        response: Response,
     ) -> dict[str, Any]:
-        """Totals of active pledges per sector, in USD and per original currency."""
-        return totals_body(queries.pledges_by_sector(), position, response)
+        """Totals of active pledges per sector, in USD and per original currency; now, or as
+        of a business time (`as_of`) or recorded position or time (`recorded_as_of`)."""
+        return totals(queries, TotalsDimension.SECTOR, position, past, response)
 
     @router.get("/pledges/by-firm")
     def pledges_by_firm(
-        principal: Reader, position: Position, queries: Queries, response: Response
+        principal: Reader, position: Position, queries: Queries, past: Past,
+        response: Response,
     ) -> dict[str, Any]:
-        """Totals of active pledges per pledging firm, in USD and per original currency."""
-        return totals_body(queries.pledges_by_firm(), position, response)
+        """Totals of active pledges per pledging firm, in USD and per original currency; now,
+        or as of a business time (`as_of`) or recorded position or time (`recorded_as_of`)."""
+        return totals(queries, TotalsDimension.FIRM, position, past, response)
 
     @router.get("/pledges/by-country")
     def pledges_by_country(
-        principal: Reader, position: Position, queries: Queries, response: Response
+        principal: Reader, position: Position, queries: Queries, past: Past,
+        response: Response,
     ) -> dict[str, Any]:
-        """Totals of active pledges per pledging firm's country, in USD and per currency."""
-        return totals_body(queries.pledges_by_country(), position, response)
+        """Totals of active pledges per pledging firm's country, in USD and per currency; now,
+        or as of a business time (`as_of`) or recorded position or time (`recorded_as_of`)."""
+        return totals(queries, TotalsDimension.COUNTRY, position, past, response)
 
     @router.get("/deals")
     def list_deals(
@@ -144,15 +282,26 @@ def read_router() -> APIRouter:
 
     @router.get("/deals/{deal_id}")
     def get_deal(
-        deal_id: UUID, principal: Reader, position: Position, queries: Queries,
+        deal_id: UUID, principal: Reader, position: Position, queries: Queries, past: DealPast,
         response: Response,
     ) -> dict[str, Any]:
-        """A deal's current state with its pledges (withdrawn ones too) and agreements."""
-        deal = queries.deal(deal_id)
+        """A deal with its pledges (withdrawn ones too) and agreements: now, after its first
+        `version` events, or as of a business time (`as_of`) or recorded position or time
+        (`recorded_as_of`)."""
+        if past is None:
+            deal = queries.deal(deal_id)
+            if deal is None:
+                raise unknown_deal(deal_id)
+            response.headers[POSITION_HEADER] = str(position)
+            return {**deal, "position": position}
+        deal = queries.deal_as_of(deal_id, past.bound)
         if deal is None:
-            raise unknown_deal(deal_id)
-        response.headers[POSITION_HEADER] = str(position)
-        return {**deal, "position": position}
+            if queries.latest_version(deal_id) is None:
+                raise unknown_deal(deal_id)
+            raise ApiError(404, "not_found", f"deal {deal_id} had not been proposed by then",
+                           field="deal_id", rule="existed_then", past=past.stated)
+        response.headers[POSITION_HEADER] = str(past.bound.position)
+        return {**deal, "past": past.stated, "position": past.bound.position}
 
     @router.get("/deals/{deal_id}/events")
     def list_deal_events(

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from datetime import datetime
 from itertools import groupby
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine, Row, Select, func, select
 
-from services.projections.read_model.indian_money import (
-    decimal_text,
-    in_crore,
-    inr_range_display,
+from services.projections.read_model.deal_history import (
+    HistoryEvent,
+    PastBound,
+    counted_totals,
+    fold_deals,
 )
 from services.projections.read_model.progress import read_position
 from services.projections.read_model.tables import (
-    EXACT_PRECISION,
     READ_MODEL_PROJECTOR,
     TotalsDimension,
     deal_events,
@@ -29,6 +29,13 @@ from services.projections.read_model.tables import (
     pledge_totals,
     pledges,
 )
+from services.projections.read_model.views import (
+    Columns,
+    deal_summary,
+    deal_view,
+    iso,
+    totals_items,
+)
 
 
 @dataclass(frozen=True)
@@ -37,17 +44,6 @@ class Page:
 
     items: list[dict[str, Any]]
     total: int
-
-
-def money_range(currency: str, low: Decimal, high: Decimal) -> dict[str, Any]:
-    """A range in its own currency; rupees also in crore and as Indian readers write them."""
-    view: dict[str, Any] = {
-        "currency": currency, "low": decimal_text(low), "high": decimal_text(high),
-    }
-    if currency == "INR":
-        view["crore"] = {"low": decimal_text(in_crore(low)), "high": decimal_text(in_crore(high))}
-        view["display"] = inr_range_display(low, high)
-    return view
 
 
 class ReadModelQueries:
@@ -65,45 +61,82 @@ class ReadModelQueries:
     # Pledge totals: active pledges of deals not cancelled.
 
     def pledges_by_sector(self) -> list[dict[str, Any]]:
-        return [
-            {"sector": key, **totals}
-            for key, totals in self._totals(TotalsDimension.SECTOR).items()
-        ]
+        return self.pledge_totals(TotalsDimension.SECTOR)
 
     def pledges_by_country(self) -> list[dict[str, Any]]:
-        return [
-            {"country": key, **totals}
-            for key, totals in self._totals(TotalsDimension.COUNTRY).items()
-        ]
+        return self.pledge_totals(TotalsDimension.COUNTRY)
 
     def pledges_by_firm(self) -> list[dict[str, Any]]:
-        totals = self._totals(TotalsDimension.FIRM)
-        with self.engine.connect() as conn:
-            known = {
-                row.code: row
-                for row in conn.execute(
-                    select(firms.c.code, firms.c.name, firms.c.country)
-                    .where(firms.c.code.in_(list(totals)))
-                )
-            }
-        # A firm's registration may not be projected yet where events arrive by partition.
-        return [
-            {"firm": {"code": code,
-                      "name": known[code].name if code in known else None,
-                      "country": known[code].country if code in known else None},
-             **group}
-            for code, group in totals.items()
-        ]
+        return self.pledge_totals(TotalsDimension.FIRM)
 
-    def _totals(self, dimension: TotalsDimension) -> dict[str, dict[str, Any]]:
+    def pledge_totals(self, dimension: TotalsDimension) -> list[dict[str, Any]]:
+        """Current totals per group of `dimension`, in USD and per original currency."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(pledge_totals)
                 .where(pledge_totals.c.dimension == dimension.value)
                 .order_by(pledge_totals.c.group_key, pledge_totals.c.currency)
             ).all()
-        by_key = groupby(rows, lambda row: row.group_key)
-        return {key: _group_totals(list(group)) for key, group in by_key}
+            groups = {key: [row._mapping for row in group]
+                      for key, group in groupby(rows, lambda row: row.group_key)}
+            known = _firms(conn, groups) if dimension is TotalsDimension.FIRM else {}
+        return totals_items(dimension, groups, known)
+
+    # Past state, folded from the deals' history (rm_deal_events) on each call.
+
+    def pledge_totals_as_of(self, dimension: TotalsDimension, bound: PastBound
+                            ) -> list[dict[str, Any]]:
+        """Totals per group of `dimension` as they were at `bound`, computed from every deal's
+        history up to it: the cost grows with the history."""
+        query = select(deal_events).where(deal_events.c.position <= bound.position)
+        if bound.occurred_until is not None:
+            query = query.where(deal_events.c.occurred_at <= bound.occurred_until)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(deal_events.c.position))
+            states = fold_deals((HistoryEvent.of_row(row._mapping) for row in rows), bound)
+            groups = counted_totals(states.values(), dimension)
+            known = _firms(conn, groups, bound.position) \
+                if dimension is TotalsDimension.FIRM else {}
+        return totals_items(dimension, groups, known)
+
+    def deal_as_of(self, deal_id: UUID, bound: PastBound) -> dict[str, Any] | None:
+        """A deal as it was at `bound`, or None if it had not been proposed by then."""
+        query = select(deal_events).where(
+            deal_events.c.deal_id == deal_id, deal_events.c.position <= bound.position)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(deal_events.c.position)).all()
+            state = fold_deals((HistoryEvent.of_row(row._mapping) for row in rows), bound) \
+                .get(deal_id)
+            if state is None:
+                return None
+            known = _firms(conn, {p["firm_code"] for p in state.pledges.values()},
+                           bound.position)
+        return deal_view(state.deal, list(state.pledges.values()),
+                         {code: firm["name"] for code, firm in known.items()})
+
+    def position_of_version(self, deal_id: UUID, version: int) -> int | None:
+        """The log position of a deal's `version`-th event, None if it has no such event."""
+        with self.engine.connect() as conn:
+            found = conn.execute(select(deal_events.c.position).where(
+                deal_events.c.deal_id == deal_id, deal_events.c.aggregate_version == version,
+            )).scalar()
+        return None if found is None else int(found)
+
+    def latest_version(self, deal_id: UUID) -> int | None:
+        """The version of a deal's latest projected event, None if the deal is unknown."""
+        with self.engine.connect() as conn:
+            found = conn.execute(select(func.max(deal_events.c.aggregate_version)).where(
+                deal_events.c.deal_id == deal_id)).scalar()
+        return None if found is None else int(found)
+
+    def position_recorded_by(self, moment: datetime, known_up_to: int) -> int:
+        """The highest log position, up to `known_up_to`, of a deal event recorded at or before
+        `moment`; 0 if none. Not indexed: fine for audits, not for dashboards."""
+        with self.engine.connect() as conn:
+            found = conn.execute(select(func.max(deal_events.c.position)).where(
+                deal_events.c.recorded_at <= moment, deal_events.c.position <= known_up_to,
+            )).scalar()
+        return 0 if found is None else int(found)
 
     # Deals
 
@@ -130,7 +163,7 @@ class ReadModelQueries:
             rows = conn.execute(
                 query.order_by(deals.c.proposed_position.desc()).limit(limit).offset(offset)
             ).all()
-        return Page([_deal_summary(row) for row in rows], total)
+        return Page([deal_summary(row._mapping) for row in rows], total)
 
     def deal(self, deal_id: UUID) -> dict[str, Any] | None:
         """A deal's current state with all its pledges (withdrawn too), or None if unknown."""
@@ -144,15 +177,9 @@ class ReadModelQueries:
                 .where(pledges.c.deal_id == deal_id)
                 .order_by(pledges.c.position)
             ).all()
-        return {
-            **_deal_summary(row),
-            "description": row.description,
-            "tech_transfers": row.tech_transfers,
-            "joint_ventures": row.joint_ventures,
-            "facilities": row.facilities,
-            "cancellation": row.cancellation,
-            "pledges": [_pledge_view(pledge) for pledge in pledge_rows],
-        }
+        return deal_view(row._mapping, [pledge._mapping for pledge in pledge_rows],
+                         {pledge.firm_code: pledge.firm_name for pledge in pledge_rows
+                          if pledge.firm_name is not None})
 
     def deal_events(self, deal_id: UUID, limit: int = 50, offset: int = 0) -> Page | None:
         """A deal's events in version order, or None if the deal is unknown."""
@@ -200,58 +227,14 @@ def _count(conn: Connection, query: Select[Any]) -> int:
     return int(conn.execute(select(func.count()).select_from(query.subquery())).scalar_one())
 
 
-def _group_totals(rows: Sequence[Row[Any]]) -> dict[str, Any]:
-    """One group's totals from its rows, one row per currency."""
-    with localcontext() as exact:
-        exact.prec = EXACT_PRECISION
-        usd_low = sum((row.usd_low for row in rows), Decimal(0))
-        usd_high = sum((row.usd_high for row in rows), Decimal(0))
-    return {
-        "pledge_count": sum(row.pledge_count for row in rows),
-        "usd": {"low": decimal_text(usd_low), "high": decimal_text(usd_high)},
-        "by_currency": [money_range(row.currency, row.low, row.high) for row in rows],
-    }
-
-
-def _iso(value: Any) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _deal_summary(row: Row[Any]) -> dict[str, Any]:
-    return {
-        "deal_id": str(row.deal_id),
-        "title": row.title,
-        "format": row.format,
-        "sector": row.sector,
-        "status": row.status,
-        "parties": row.parties,
-        "version": row.version,
-        "proposed_at": _iso(row.proposed_at),
-        "updated_at": _iso(row.updated_at),
-        "last_position": row.last_position,
-    }
-
-
-def _pledge_view(row: Row[Any]) -> dict[str, Any]:
-    return {
-        "pledge_id": row.pledge_id,
-        "firm": {"code": row.firm_code, "name": row.firm_name, "country": row.firm_country},
-        "status": row.status,
-        "counted": row.counted,
-        "amount": money_range(row.currency, row.low, row.high),
-        "usd": {
-            "low": decimal_text(row.usd_low),
-            "high": decimal_text(row.usd_high),
-            "units_per_usd": decimal_text(row.units_per_usd),
-            "rate_source": row.rate_source,
-        },
-        "made_at": _iso(row.made_at),
-        "revisions": row.revisions,
-        "revised_at": _iso(row.revised_at),
-        "revision_reason": row.revision_reason,
-        "withdrawn_at": _iso(row.withdrawn_at),
-        "withdrawal_reason": row.withdrawal_reason,
-    }
+def _firms(conn: Connection, codes: Collection[str], up_to_position: int | None = None
+           ) -> dict[str, Columns]:
+    """Registrations (name, country) of the firms among `codes`, optionally only those
+    recorded at or before a log position."""
+    query = select(firms.c.code, firms.c.name, firms.c.country).where(firms.c.code.in_(codes))
+    if up_to_position is not None:
+        query = query.where(firms.c.position <= up_to_position)
+    return {row.code: row._mapping for row in conn.execute(query)}
 
 
 def _event_view(row: Row[Any]) -> dict[str, Any]:
@@ -260,8 +243,8 @@ def _event_view(row: Row[Any]) -> dict[str, Any]:
         "aggregate_version": row.aggregate_version,
         "type": row.type,
         "event_id": row.event_id,
-        "occurred_at": _iso(row.occurred_at),
-        "recorded_at": _iso(row.recorded_at),
+        "occurred_at": iso(row.occurred_at),
+        "recorded_at": iso(row.recorded_at),
         "recorded_by": row.recorded_by,
         "payload": row.payload,
         "hash": row.hash,
@@ -276,7 +259,7 @@ def _firm_view(row: Row[Any]) -> dict[str, Any]:
         "name": row.name,
         "country": row.country,
         "kind": row.kind,
-        "registered_at": _iso(row.registered_at),
+        "registered_at": iso(row.registered_at),
     }
 
 
@@ -290,6 +273,6 @@ def _meeting_view(row: Row[Any]) -> dict[str, Any]:
         "government_bodies": row.government_bodies,
         "sectors": row.sectors,
         "summary": row.summary,
-        "occurred_at": _iso(row.occurred_at),
-        "recorded_at": _iso(row.recorded_at),
+        "occurred_at": iso(row.occurred_at),
+        "recorded_at": iso(row.recorded_at),
     }

@@ -1,0 +1,260 @@
+"""Past state of deals, folded from their recorded history: no SQL, no stored state.
+
+The fold applies a deal's events in log order with the projector's rules (a pledge counts
+while it is active and its deal is not cancelled; an agreement makes a proposed deal agreed;
+a cancelled deal stays cancelled), producing the same rows the projector keeps in rm_deals
+and rm_pledges. Views of those rows therefore have the live views' shape (`views`).
+
+Two clocks pick the events: a log prefix (what the registry knew at a position) or, within
+it, the events that occurred at or before a business time (what was true then, as best known
+now). Filtering by business time can leave an event without its referent, e.g. a revision of
+a pledge made later: such an event is skipped, because at that time there was nothing to
+revise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, Inexact, localcontext
+from typing import Any
+from uuid import UUID
+
+from contracts.events_v1 import (
+    PAYLOAD_MODELS,
+    DealCancelled,
+    DealProposed,
+    EventEnvelope,
+    EventType,
+    FacilityAnnounced,
+    JointVentureFormed,
+    PledgeMade,
+    PledgeRevised,
+    PledgeWithdrawn,
+    TechTransferSigned,
+)
+from services.projections.read_model.tables import (
+    EXACT_PRECISION,
+    DealStatus,
+    PledgeStatus,
+    TotalsDimension,
+)
+
+AMOUNTS = ("low", "high", "usd_low", "usd_high")
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One event of a deal's history, as kept in rm_deal_events or carried by an envelope."""
+
+    position: int
+    deal_id: UUID
+    version: int
+    type: EventType
+    occurred_at: datetime
+    payload: Mapping[str, Any]
+
+    @classmethod
+    def of_envelope(cls, envelope: EventEnvelope) -> HistoryEvent:
+        return cls(envelope.position, envelope.aggregate_id, envelope.aggregate_version,
+                   envelope.type, envelope.occurred_at.astimezone(UTC), envelope.payload)
+
+    @classmethod
+    def of_row(cls, row: Mapping[Any, Any]) -> HistoryEvent:
+        """From the columns of rm_deal_events."""
+        return cls(row["position"], row["deal_id"], row["aggregate_version"],
+                   EventType(row["type"]), row["occurred_at"].astimezone(UTC), row["payload"])
+
+
+@dataclass(frozen=True)
+class PastBound:
+    """Which recorded events a past view applies: those at log positions up to `position`,
+    and of those, when `occurred_until` is given, only the ones that occurred by then."""
+
+    position: int
+    occurred_until: datetime | None = None
+
+    def admits(self, event: HistoryEvent) -> bool:
+        return event.position <= self.position and (
+            self.occurred_until is None or event.occurred_at <= self.occurred_until
+        )
+
+
+@dataclass
+class DealState:
+    """A deal at some point of its history: its rm_deals row and its rm_pledges rows."""
+
+    deal: dict[str, Any]
+    pledges: dict[str, dict[str, Any]] = field(default_factory=dict)  # by pledge id, in order made
+
+
+Applier = Callable[[dict[UUID, DealState], HistoryEvent, Any], bool]
+
+
+def fold_deals(events: Iterable[HistoryEvent], bound: PastBound | None = None
+               ) -> dict[UUID, DealState]:
+    """Every deal's state after the events `bound` admits (all if None), applied in log order.
+
+    Non-deal events are ignored; an event whose deal or pledge does not exist at that point
+    is skipped."""
+    states: dict[UUID, DealState] = {}
+    for event in sorted(events, key=lambda e: e.position):
+        apply = APPLIERS.get(event.type)
+        if apply is None or (bound is not None and not bound.admits(event)):
+            continue
+        payload = PAYLOAD_MODELS[event.type].model_validate(dict(event.payload))
+        if apply(states, event, payload):
+            states[event.deal_id].deal.update(
+                version=event.version, updated_at=event.occurred_at, last_position=event.position,
+            )
+    return states
+
+
+def counted_totals(states: Iterable[DealState], dimension: TotalsDimension
+                  ) -> dict[str, list[dict[str, Any]]]:
+    """Totals of counted pledges per group key, then per currency, both in sorted order; each
+    entry has the columns of rm_pledge_totals. Sums are exact or raise decimal.Inexact."""
+    sums: dict[tuple[str, str], dict[str, Any]] = {}
+    with localcontext() as exact:
+        exact.prec = EXACT_PRECISION
+        exact.traps[Inexact] = True
+        for state in states:
+            for pledge in state.pledges.values():
+                if not pledge["counted"]:
+                    continue
+                key = (_group_key(pledge, dimension), pledge["currency"])
+                entry = sums.get(key)
+                if entry is None:
+                    entry = sums[key] = {"currency": pledge["currency"], "pledge_count": 0,
+                                         **{amount: Decimal(0) for amount in AMOUNTS}}
+                entry["pledge_count"] += 1
+                for amount in AMOUNTS:
+                    entry[amount] += pledge[amount]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for (group_key, _), entry in sorted(sums.items()):
+        groups.setdefault(group_key, []).append(entry)
+    return groups
+
+
+def _group_key(pledge: Mapping[str, Any], dimension: TotalsDimension) -> str:
+    column = {TotalsDimension.SECTOR: "sector", TotalsDimension.FIRM: "firm_code",
+              TotalsDimension.COUNTRY: "firm_country"}[dimension]
+    return str(pledge[column])
+
+
+# Each applier changes the states and says whether the event applied.
+
+def _deal_proposed(states: dict[UUID, DealState], e: HistoryEvent, p: DealProposed) -> bool:
+    if e.deal_id in states:
+        return False
+    states[e.deal_id] = DealState(dict(
+        deal_id=e.deal_id, title=p.title, format=p.format, sector=p.sector,
+        status=DealStatus.PROPOSED.value, parties=list(p.parties), description=p.description,
+        version=e.version, proposed_at=e.occurred_at, updated_at=e.occurred_at,
+        proposed_position=e.position, last_position=e.position,
+        tech_transfers=[], joint_ventures=[], facilities=[], cancellation=None,
+    ))
+    return True
+
+
+def _tech_transfer_signed(states: dict[UUID, DealState], e: HistoryEvent,
+                          p: TechTransferSigned) -> bool:
+    detail = {**p.model_dump(mode="json"), "signed_at": e.occurred_at.isoformat()}
+    return _add_agreement(states, e.deal_id, "tech_transfers", detail)
+
+
+def _joint_venture_formed(states: dict[UUID, DealState], e: HistoryEvent,
+                          p: JointVentureFormed) -> bool:
+    detail = {
+        "venture_name": p.venture_name,
+        "equity": {firm: str(share) for firm, share in p.equity.items()},
+        "formed_at": e.occurred_at.isoformat(),
+    }
+    return _add_agreement(states, e.deal_id, "joint_ventures", detail)
+
+
+def _facility_announced(states: dict[UUID, DealState], e: HistoryEvent,
+                        p: FacilityAnnounced) -> bool:
+    detail = {**p.model_dump(mode="json"), "announced_at": e.occurred_at.isoformat()}
+    return _add_agreement(states, e.deal_id, "facilities", detail)
+
+
+def _add_agreement(states: dict[UUID, DealState], deal_id: UUID, column: str,
+                   detail: dict[str, Any]) -> bool:
+    state = states.get(deal_id)
+    if state is None:
+        return False
+    if state.deal["status"] != DealStatus.CANCELLED:
+        state.deal["status"] = DealStatus.AGREED.value
+    state.deal[column] = [*state.deal[column], detail]
+    return True
+
+
+def _deal_cancelled(states: dict[UUID, DealState], e: HistoryEvent, p: DealCancelled) -> bool:
+    state = states.get(e.deal_id)
+    if state is None:
+        return False
+    for pledge in state.pledges.values():
+        pledge["counted"] = False
+    state.deal["status"] = DealStatus.CANCELLED.value
+    state.deal["cancellation"] = {"reason": p.reason, "cancelled_at": e.occurred_at.isoformat()}
+    return True
+
+
+def _pledge_made(states: dict[UUID, DealState], e: HistoryEvent, p: PledgeMade) -> bool:
+    state = states.get(e.deal_id)
+    if state is None or p.pledge_id in state.pledges:
+        return False
+    state.pledges[p.pledge_id] = dict(
+        deal_id=e.deal_id, pledge_id=p.pledge_id, firm_code=p.firm,
+        firm_country=p.firm_country, sector=state.deal["sector"], currency=p.amount.currency,
+        low=p.amount.low, high=p.amount.high, usd_low=p.usd.low, usd_high=p.usd.high,
+        units_per_usd=p.usd.units_per_usd, rate_source=p.usd.rate_source,
+        status=PledgeStatus.ACTIVE.value,
+        counted=state.deal["status"] != DealStatus.CANCELLED,
+        made_at=e.occurred_at, revisions=0, revised_at=None, revision_reason=None,
+        withdrawn_at=None, withdrawal_reason=None, position=e.position,
+    )
+    return True
+
+
+def _pledge_revised(states: dict[UUID, DealState], e: HistoryEvent, p: PledgeRevised) -> bool:
+    pledge = _pledge(states, e.deal_id, p.pledge_id)
+    if pledge is None:
+        return False
+    pledge.update(
+        currency=p.amount.currency, low=p.amount.low, high=p.amount.high,
+        usd_low=p.usd.low, usd_high=p.usd.high, units_per_usd=p.usd.units_per_usd,
+        rate_source=p.usd.rate_source, revisions=pledge["revisions"] + 1,
+        revised_at=e.occurred_at, revision_reason=p.reason,
+    )
+    return True
+
+
+def _pledge_withdrawn(states: dict[UUID, DealState], e: HistoryEvent,
+                      p: PledgeWithdrawn) -> bool:
+    pledge = _pledge(states, e.deal_id, p.pledge_id)
+    if pledge is None:
+        return False
+    pledge.update(status=PledgeStatus.WITHDRAWN.value, counted=False,
+                  withdrawn_at=e.occurred_at, withdrawal_reason=p.reason)
+    return True
+
+
+def _pledge(states: dict[UUID, DealState], deal_id: UUID, pledge_id: str
+            ) -> dict[str, Any] | None:
+    state = states.get(deal_id)
+    return None if state is None else state.pledges.get(pledge_id)
+
+
+APPLIERS: dict[EventType, Applier] = {
+    EventType.DEAL_PROPOSED: _deal_proposed,
+    EventType.PLEDGE_MADE: _pledge_made,
+    EventType.PLEDGE_REVISED: _pledge_revised,
+    EventType.PLEDGE_WITHDRAWN: _pledge_withdrawn,
+    EventType.TECH_TRANSFER_SIGNED: _tech_transfer_signed,
+    EventType.JOINT_VENTURE_FORMED: _joint_venture_formed,
+    EventType.FACILITY_ANNOUNCED: _facility_announced,
+    EventType.DEAL_CANCELLED: _deal_cancelled,
+}
