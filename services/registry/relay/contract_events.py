@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from eventsourcing.persistence import Mapper, Notification
+from eventsourcing.utils import resolve_topic
 
 from contracts.events_v1 import EventEnvelope, EventType
 from services.registry.domain.deal import Deal, PledgeAmountEvent
@@ -103,8 +104,13 @@ def to_envelope(event: Any, position: int) -> EventEnvelope | None:
 
 
 def envelopes_from(notifications: list[Notification], mapper: Mapper[Any]) -> list[EventEnvelope]:
+    """The contract envelopes of the notifications' events, in log order."""
     envelopes = []
     for notification in notifications:
+        # A receipt follows every ingested event in a live log: its class, resolved from the
+        # topic as the mapper would, says it stays inside, so its state is never decoded.
+        if resolve_topic(notification.topic) not in TRANSLATIONS:
+            continue
         envelope = to_envelope(mapper.to_domain_event(notification), notification.id)
         if envelope is not None:
             envelopes.append(envelope)
