@@ -5,7 +5,10 @@ a noisy machine. The rebuild's time is split into translating stored events to c
 envelopes and applying them, so a regression points at its half. Prints one JSON object on
 its last line.
 
-    python bench/rebuild.py [--quick] [--events N]
+    python bench/rebuild.py [--quick] [--events N] [--read-model URL]
+
+--read-model names an empty database for the read model (e.g. a PostgreSQL one); by
+default it is a SQLite file beside the store.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
 from workload import fill
 
 from services.projections.projectors.read_model_projector import ReadModelProjector
@@ -26,7 +30,7 @@ from services.projections.read_model.tables import create_read_schema
 from services.registry.adapters.event_store import open_event_store
 from services.registry.relay.contract_events import envelopes_from
 from services.shared.database import create_sql_engine
-from services.shared.settings import Settings
+from services.shared.settings import Settings, sqlalchemy_url
 
 PAGE = 1000
 
@@ -48,8 +52,8 @@ class Rebuild:
     applying: float = 0.0  # ReadModelProjector.apply
 
 
-def rebuild(store, folder: Path, head: int) -> Rebuild:  # type: ignore[no-untyped-def]
-    engine = create_sql_engine(f"sqlite:///{folder / 'rebuilt.db'}")
+def rebuild(store, read_model_url: str, head: int) -> Rebuild:  # type: ignore[no-untyped-def]
+    engine = create_sql_engine(read_model_url)
     create_read_schema(engine)
     projector = ReadModelProjector(engine)
     done, after = Rebuild(), 0
@@ -72,6 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a run under 60 seconds")
     parser.add_argument("--events", type=int, default=None)
+    parser.add_argument("--read-model", default=None, help="URL of an empty database")
     args = parser.parse_args()
     events = args.events or (10_000 if args.quick else 100_000)
     with tempfile.TemporaryDirectory() as name:
@@ -80,14 +85,16 @@ def main() -> None:
         fill(store, events)
         head = store.head_position()
         raw = raw_read_rate(store, head)
-        rebuilt = rebuild(store, folder, head)
+        read_model_url = sqlalchemy_url(args.read_model) if args.read_model \
+            else f"sqlite:///{folder / 'rebuilt.db'}"
+        rebuilt = rebuild(store, read_model_url, head)
         store.close()
     ours = rebuilt.events / rebuilt.seconds
     print(json.dumps({
         "benchmark": "rebuild",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": {"events": rebuilt.events, "page": PAGE, "store": "sqlite",
-                     "read_model": "sqlite"},
+                     "read_model": make_url(read_model_url).get_backend_name()},
         "results": [{"metric": "rebuild", "ours": round(ours, 1), "baseline": round(raw, 1),
                      "ratio": round(ours / raw, 4), "unit": "events/s"}],
         "time_share": {"translate": round(rebuilt.translating / rebuilt.seconds, 3),
