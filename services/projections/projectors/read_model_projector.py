@@ -1,11 +1,12 @@
 """Applies recorded events to the read model, exactly once in effect.
 
-Each batch is applied in one database transaction that also records the log position it
-reached, so a crash loses the whole batch or nothing, and a redelivered event (position at
-or below the recorded one) is skipped. Works on SQLite and PostgreSQL.
+Each batch is applied in one database transaction that also records how far each source was
+read, so a crash loses the whole batch or nothing, and a redelivered event (its aggregate's
+version at or below the one applied) is skipped. Works on SQLite and PostgreSQL.
 
 A batch is applied in three steps: read what it needs (its aggregates' applied versions, the
-deals it touches and their pledges, the totals it changes) with one query per table; decide
+deals it touches and their pledges, the totals it changes) with one query per table (per
+500 keys); decide
 every effect in memory, in log order; write with one statement per table and kind (insert,
 update, delete). A deal changed by many events of a batch is written once. The time of a
 batch therefore grows with the rows it writes, not with round trips per event.
