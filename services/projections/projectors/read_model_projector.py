@@ -5,11 +5,10 @@ read, so a crash loses the whole batch or nothing, and a redelivered event (its 
 version at or below the one applied) is skipped. Works on SQLite and PostgreSQL.
 
 A batch is applied in three steps: read what it needs (its aggregates' applied versions, the
-deals it touches and their pledges, the totals it changes) with one query per table (per
-500 keys); decide
-every effect in memory, in log order; write with one statement per table and kind (insert,
-update, delete). A deal changed by many events of a batch is written once. The time of a
-batch therefore grows with the rows it writes, not with round trips per event.
+deals it touches and their pledges, the totals it changes) with one query per table and 500
+keys; decide every effect in memory, in log order; write with one statement per table and
+kind (insert, update, delete). A deal changed by many events of a batch is written once, and
+the time of a batch grows with the rows it writes, not with round trips per event.
 """
 
 from __future__ import annotations
