@@ -61,6 +61,7 @@ def create_projection_app(settings: Settings) -> FastAPI:
         group_id=settings.kafka_group_id,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     ))
     lifespan = running_in_background(consumer.run, "consumer", read_engine.dispose,
                                      key_engine.dispose)

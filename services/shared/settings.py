@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     kafka_group_id: str = Field(default="dealreg-projections", min_length=1)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    # How long the broker may hold a fetch for more data. kafka-python's 500 ms default
+    # becomes the delay of every event on a quiet topic (tansu holds the fetch that long).
+    kafka_fetch_max_wait_ms: int = Field(default=20, ge=0, le=10_000)
     relay_page_size: int = Field(default=1000, ge=1, le=100_000)
     relay_poll_seconds: float = Field(default=0.1, gt=0)
     relay_max_backoff_seconds: float = Field(default=10.0, gt=0)

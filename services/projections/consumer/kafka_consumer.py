@@ -50,6 +50,7 @@ class ConsumerConfig:
     group_id: str
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
+    fetch_max_wait_ms: int = 20
 
 
 class ResumeFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -106,6 +107,7 @@ class ProjectionConsumer:
             max_poll_records=MAX_POLL_RECORDS,
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+            fetch_max_wait_ms=self.config.fetch_max_wait_ms,
         )
         try:
             consumer.subscribe(
