@@ -26,19 +26,18 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from contracts.events_v1 import (
-    DealCancelled,
     DealProposed,
     EventEnvelope,
     EventType,
-    FacilityAnnounced,
     FirmRegistered,
-    JointVentureFormed,
     MeetingHeld,
     Payload,
-    PledgeMade,
-    PledgeRevised,
-    PledgeWithdrawn,
-    TechTransferSigned,
+)
+from services.projections.read_model.deal_history import (
+    APPLIERS,
+    DealState,
+    HistoryEvent,
+    apply_deal_event,
 )
 from services.projections.read_model.progress import (
     SourceProgress,
@@ -49,8 +48,6 @@ from services.projections.read_model.progress import (
 from services.projections.read_model.tables import (
     EXACT_PRECISION,
     READ_MODEL_PROJECTOR,
-    DealStatus,
-    PledgeStatus,
     TotalsDimension,
     applied_versions,
     deal_events,
@@ -64,16 +61,7 @@ from services.projections.read_model.tables import (
     source_progress,
 )
 
-DEAL_EVENTS = frozenset({
-    EventType.DEAL_PROPOSED,
-    EventType.PLEDGE_MADE,
-    EventType.PLEDGE_REVISED,
-    EventType.PLEDGE_WITHDRAWN,
-    EventType.TECH_TRANSFER_SIGNED,
-    EventType.JOINT_VENTURE_FORMED,
-    EventType.FACILITY_ANNOUNCED,
-    EventType.DEAL_CANCELLED,
-})
+DEAL_EVENTS = frozenset(APPLIERS)
 
 # Keys of an IN list per query: below every driver's parameter limit (SQLite: 999 in old builds).
 IN_LIST_CHUNK = 500
@@ -152,14 +140,14 @@ def _contribution_groups(pledge: dict[str, Any]) -> tuple[tuple[str, str, str], 
 class BatchEffects:
     """Everything one batch changes, decided in memory before anything is written.
 
-    `deals` and `pledges` hold complete rows: those read from the database at the start of
-    the batch (for the deals the batch touches) and those the batch creates. Handlers change
-    these rows in place; `write` sends each table's changes in one statement per kind.
+    `deals` holds complete rows of the deals the batch touches, with their pledges: those
+    read from the database at the start of the batch and those the batch creates. The rules
+    of `deal_history` change these rows in place and report pledge changes here (this is
+    their `PledgeChanges`); `write` sends each table's changes in one statement per kind.
     """
 
-    deals: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+    deals: dict[UUID, DealState] = field(default_factory=dict)
     stored_deals: set[UUID] = field(default_factory=set)
-    pledges: dict[UUID, dict[str, dict[str, Any]]] = field(default_factory=dict)  # by deal
     stored_pledges: set[tuple[UUID, str]] = field(default_factory=set)
     changed_stored_pledges: set[tuple[UUID, str]] = field(default_factory=set)
     new_firms: list[dict[str, Any]] = field(default_factory=list)
@@ -171,31 +159,18 @@ class BatchEffects:
     def load(self, conn: Connection, deal_ids: set[UUID]) -> None:
         """Read the stored deals the batch touches, and all their pledges."""
         for row in _rows_where_in(conn, deals, deals.c.deal_id, deal_ids):
-            self.deals[row["deal_id"]] = row
+            self.deals[row["deal_id"]] = DealState(row)
             self.stored_deals.add(row["deal_id"])
         for row in _rows_where_in(conn, pledges, pledges.c.deal_id, self.stored_deals):
-            self.pledges.setdefault(row["deal_id"], {})[row["pledge_id"]] = row
+            self.deals[row["deal_id"]].pledges[row["pledge_id"]] = row
             self.stored_pledges.add((row["deal_id"], row["pledge_id"]))
 
-    def deal(self, deal_id: UUID) -> dict[str, Any]:
-        deal = self.deals.get(deal_id)
-        if deal is None:
-            raise ProjectionError(f"event for deal {deal_id} before it was proposed")
-        return deal
+    def changed(self, pledge: dict[str, Any]) -> None:
+        key = (pledge["deal_id"], pledge["pledge_id"])
+        if key in self.stored_pledges:
+            self.changed_stored_pledges.add(key)
 
-    def pledge(self, deal_id: UUID, pledge_id: str, position: int) -> dict[str, Any]:
-        pledge = self.pledges.get(deal_id, {}).get(pledge_id)
-        if pledge is None:
-            raise ProjectionError(
-                f"event at position {position} names unknown pledge {pledge_id} of deal {deal_id}"
-            )
-        return pledge
-
-    def changed_pledge(self, deal_id: UUID, pledge_id: str) -> None:
-        if (deal_id, pledge_id) in self.stored_pledges:
-            self.changed_stored_pledges.add((deal_id, pledge_id))
-
-    def count(self, pledge: dict[str, Any], sign: int) -> None:
+    def counted(self, pledge: dict[str, Any], sign: int) -> None:
         """Add (sign +1) or remove (sign -1) a pledge from its three groups' totals.
 
         Runs inside the batch's exact decimal context (`ReadModelProjector.apply`)."""
@@ -224,20 +199,20 @@ class BatchEffects:
             conn.execute(insert(firms), self.new_firms)
         if self.new_meetings:
             conn.execute(insert(meetings), self.new_meetings)
-        new_deals = [row for deal_id, row in self.deals.items()
+        new_deals = [state.deal for deal_id, state in self.deals.items()
                      if deal_id not in self.stored_deals]
         if new_deals:
             conn.execute(insert(deals), new_deals)
         if self.stored_deals:
             conn.execute(
                 _update_by_key(deals, ("deal_id",), DEAL_CHANGING_COLUMNS),
-                [_with_key(self.deals[d], ("deal_id",), DEAL_CHANGING_COLUMNS)
+                [_with_key(self.deals[d].deal, ("deal_id",), DEAL_CHANGING_COLUMNS)
                  for d in self.stored_deals],
             )
         if self.new_parties:
             conn.execute(insert(deal_parties), self.new_parties)
         new_pledges = [
-            row for deal_pledges in self.pledges.values() for row in deal_pledges.values()
+            row for state in self.deals.values() for row in state.pledges.values()
             if (row["deal_id"], row["pledge_id"]) not in self.stored_pledges
         ]
         if new_pledges:
@@ -245,7 +220,7 @@ class BatchEffects:
         if self.changed_stored_pledges:
             conn.execute(
                 _update_by_key(pledges, ("deal_id", "pledge_id"), PLEDGE_CHANGING_COLUMNS),
-                [_with_key(self.pledges[deal_id][pledge_id], ("deal_id", "pledge_id"),
+                [_with_key(self.deals[deal_id].pledges[pledge_id], ("deal_id", "pledge_id"),
                            PLEDGE_CHANGING_COLUMNS)
                  for deal_id, pledge_id in self.changed_stored_pledges],
             )
@@ -320,118 +295,17 @@ def _meeting_held(batch: BatchEffects, e: EventEnvelope, p: MeetingHeld) -> None
     ))
 
 
-# Deals
+# Deals: the rules are deal_history's, shared with past views
 
-def _deal_proposed(batch: BatchEffects, e: EventEnvelope, p: DealProposed) -> None:
-    if e.aggregate_id in batch.deals:
-        raise ProjectionError(f"deal {e.aggregate_id} proposed twice (position {e.position})")
-    batch.deals[e.aggregate_id] = dict(
-        deal_id=e.aggregate_id, title=p.title, format=p.format, sector=p.sector,
-        status=DealStatus.PROPOSED.value, parties=list(p.parties), description=p.description,
-        version=e.aggregate_version, proposed_at=e.occurred_at, updated_at=e.occurred_at,
-        proposed_position=e.position, last_position=e.position,
-        tech_transfers=[], joint_ventures=[], facilities=[], cancellation=None,
-    )
-    batch.new_parties.extend(
-        {"deal_id": e.aggregate_id, "firm_code": firm_code}
-        for firm_code in dict.fromkeys(p.parties)  # A party named twice is one party.
-    )
-
-
-def _tech_transfer_signed(batch: BatchEffects, e: EventEnvelope, p: TechTransferSigned) -> None:
-    detail = {**p.model_dump(mode="json"), "signed_at": e.occurred_at.isoformat()}
-    _add_agreement(batch, e.aggregate_id, "tech_transfers", detail)
-
-
-def _joint_venture_formed(batch: BatchEffects, e: EventEnvelope, p: JointVentureFormed) -> None:
-    detail = {
-        "venture_name": p.venture_name,
-        "equity": {firm: str(share) for firm, share in p.equity.items()},
-        "formed_at": e.occurred_at.isoformat(),
-    }
-    _add_agreement(batch, e.aggregate_id, "joint_ventures", detail)
-
-
-def _facility_announced(batch: BatchEffects, e: EventEnvelope, p: FacilityAnnounced) -> None:
-    detail = {**p.model_dump(mode="json"), "announced_at": e.occurred_at.isoformat()}
-    _add_agreement(batch, e.aggregate_id, "facilities", detail)
-
-
-def _add_agreement(batch: BatchEffects, deal_id: UUID, column: str, detail: dict[str, Any]
-                   ) -> None:
-    deal = batch.deal(deal_id)
-    # A cancelled deal stays cancelled; the registry should not send this, but never revive.
-    if deal["status"] != DealStatus.CANCELLED:
-        deal["status"] = DealStatus.AGREED.value
-    deal[column] = [*deal[column], detail]
-
-
-def _deal_cancelled(batch: BatchEffects, e: EventEnvelope, p: DealCancelled) -> None:
-    deal = batch.deal(e.aggregate_id)
-    for pledge_id, pledge in batch.pledges.get(e.aggregate_id, {}).items():
-        if pledge["counted"]:
-            batch.count(pledge, -1)
-            pledge["counted"] = False
-            batch.changed_pledge(e.aggregate_id, pledge_id)
-    deal["status"] = DealStatus.CANCELLED.value
-    deal["cancellation"] = {"reason": p.reason, "cancelled_at": e.occurred_at.isoformat()}
-
-
-# Pledges
-
-def _pledge_made(batch: BatchEffects, e: EventEnvelope, p: PledgeMade) -> None:
-    deal = batch.deal(e.aggregate_id)
-    deal_pledges = batch.pledges.setdefault(e.aggregate_id, {})
-    if p.pledge_id in deal_pledges:
-        raise ProjectionError(
-            f"event at position {e.position} makes pledge {p.pledge_id} of deal "
-            f"{e.aggregate_id} a second time"
+def _deal_event(batch: BatchEffects, e: EventEnvelope, p: Payload) -> None:
+    refusal = apply_deal_event(batch.deals, HistoryEvent.of_envelope(e), p, batch)
+    if refusal is not None:
+        raise ProjectionError(f"event at position {e.position} ({e.type.value}) {refusal}")
+    if isinstance(p, DealProposed):
+        batch.new_parties.extend(
+            {"deal_id": e.aggregate_id, "firm_code": firm_code}
+            for firm_code in dict.fromkeys(p.parties)  # A party named twice is one party.
         )
-    pledge = deal_pledges[p.pledge_id] = dict(
-        deal_id=e.aggregate_id, pledge_id=p.pledge_id, firm_code=p.firm,
-        firm_country=p.firm_country, sector=deal["sector"], currency=p.amount.currency,
-        low=p.amount.low, high=p.amount.high, usd_low=p.usd.low, usd_high=p.usd.high,
-        units_per_usd=p.usd.units_per_usd, rate_source=p.usd.rate_source,
-        status=PledgeStatus.ACTIVE.value, counted=deal["status"] != DealStatus.CANCELLED,
-        made_at=e.occurred_at, revisions=0, revised_at=None, revision_reason=None,
-        withdrawn_at=None, withdrawal_reason=None, position=e.position,
-    )
-    if pledge["counted"]:
-        batch.count(pledge, +1)
-
-
-def _pledge_revised(batch: BatchEffects, e: EventEnvelope, p: PledgeRevised) -> None:
-    batch.deal(e.aggregate_id)
-    pledge = batch.pledge(e.aggregate_id, p.pledge_id, e.position)
-    if pledge["counted"]:
-        batch.count(pledge, -1)
-    pledge.update(
-        currency=p.amount.currency, low=p.amount.low, high=p.amount.high,
-        usd_low=p.usd.low, usd_high=p.usd.high, units_per_usd=p.usd.units_per_usd,
-        rate_source=p.usd.rate_source, revisions=pledge["revisions"] + 1,
-        revised_at=e.occurred_at, revision_reason=p.reason,
-    )
-    if pledge["counted"]:
-        batch.count(pledge, +1)
-    batch.changed_pledge(e.aggregate_id, p.pledge_id)
-
-
-def _pledge_withdrawn(batch: BatchEffects, e: EventEnvelope, p: PledgeWithdrawn) -> None:
-    batch.deal(e.aggregate_id)
-    pledge = batch.pledge(e.aggregate_id, p.pledge_id, e.position)
-    if pledge["counted"]:
-        batch.count(pledge, -1)
-    pledge.update(
-        status=PledgeStatus.WITHDRAWN.value, counted=False, withdrawn_at=e.occurred_at,
-        withdrawal_reason=p.reason,
-    )
-    batch.changed_pledge(e.aggregate_id, p.pledge_id)
-
-
-def _record_deal_event(batch: BatchEffects, e: EventEnvelope) -> None:
-    """Note the event in the deal's history, and the deal's version and last change."""
-    deal = batch.deals[e.aggregate_id]  # every handler of a deal event found or made it
-    deal.update(version=e.aggregate_version, updated_at=e.occurred_at, last_position=e.position)
     batch.deal_history.append({
         "position": e.position, "deal_id": e.aggregate_id,
         "aggregate_version": e.aggregate_version, "type": e.type.value,
@@ -444,14 +318,7 @@ def _record_deal_event(batch: BatchEffects, e: EventEnvelope) -> None:
 HANDLERS: dict[EventType, Handler] = {
     EventType.FIRM_REGISTERED: _firm_registered,
     EventType.MEETING_HELD: _meeting_held,
-    EventType.DEAL_PROPOSED: _deal_proposed,
-    EventType.PLEDGE_MADE: _pledge_made,
-    EventType.PLEDGE_REVISED: _pledge_revised,
-    EventType.PLEDGE_WITHDRAWN: _pledge_withdrawn,
-    EventType.TECH_TRANSFER_SIGNED: _tech_transfer_signed,
-    EventType.JOINT_VENTURE_FORMED: _joint_venture_formed,
-    EventType.FACILITY_ANNOUNCED: _facility_announced,
-    EventType.DEAL_CANCELLED: _deal_cancelled,
+    **{deal_event: _deal_event for deal_event in DEAL_EVENTS},
 }
 
 
@@ -505,8 +372,6 @@ class ReadModelProjector:
                 exact.traps[Inexact] = True
                 for envelope, payload in fresh:
                     HANDLERS[envelope.type](batch, envelope, payload)
-                    if envelope.type in DEAL_EVENTS:
-                        _record_deal_event(batch, envelope)
             batch.write(conn)
             self._write_applied_versions(conn, before, applied)
             for item in merged(progress):

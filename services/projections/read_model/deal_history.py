@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, Inexact, localcontext
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from contracts.events_v1 import (
@@ -89,7 +89,40 @@ class DealState:
     pledges: dict[str, dict[str, Any]] = field(default_factory=dict)  # by pledge id, in order made
 
 
-Applier = Callable[[dict[UUID, DealState], HistoryEvent, Any], bool]
+class PledgeChanges(Protocol):
+    """Told of every pledge change, so that a caller can keep totals and write changed rows."""
+
+    def counted(self, pledge: dict[str, Any], sign: int) -> None:
+        """The pledge enters (+1) or leaves (-1) the totals, with its amounts at that moment."""
+
+    def changed(self, pledge: dict[str, Any]) -> None:
+        """An existing pledge row changed."""
+
+
+class IgnoreChanges:
+    def counted(self, pledge: dict[str, Any], sign: int) -> None:
+        pass
+
+    def changed(self, pledge: dict[str, Any]) -> None:
+        pass
+
+
+# Each applier changes the states and returns None, or says why the event does not apply.
+Applier = Callable[[dict[UUID, DealState], HistoryEvent, Any, PledgeChanges], str | None]
+
+
+def apply_deal_event(
+    states: dict[UUID, DealState], event: HistoryEvent, payload: Any, changes: PledgeChanges
+) -> str | None:
+    """Apply one deal event (with its typed payload) to the states: the one set of rules for
+    the live read model (the projector) and for past views (`fold_deals`). Returns None, or
+    why the event does not apply (its deal or pledge is unknown, or it would make one twice)."""
+    refusal = APPLIERS[event.type](states, event, payload, changes)
+    if refusal is None:
+        states[event.deal_id].deal.update(
+            version=event.version, updated_at=event.occurred_at, last_position=event.position,
+        )
+    return refusal
 
 
 def fold_deals(events: Iterable[HistoryEvent], bound: PastBound | None = None
@@ -99,15 +132,12 @@ def fold_deals(events: Iterable[HistoryEvent], bound: PastBound | None = None
     Non-deal events are ignored; an event whose deal or pledge does not exist at that point
     is skipped."""
     states: dict[UUID, DealState] = {}
+    ignore = IgnoreChanges()
     for event in sorted(events, key=lambda e: e.position):
-        apply = APPLIERS.get(event.type)
-        if apply is None or (bound is not None and not bound.admits(event)):
+        if event.type not in APPLIERS or (bound is not None and not bound.admits(event)):
             continue
         payload = PAYLOAD_MODELS[event.type].model_validate(dict(event.payload))
-        if apply(states, event, payload):
-            states[event.deal_id].deal.update(
-                version=event.version, updated_at=event.occurred_at, last_position=event.position,
-            )
+        apply_deal_event(states, event, payload, ignore)
     return states
 
 
@@ -143,11 +173,10 @@ def _group_key(pledge: Mapping[str, Any], dimension: TotalsDimension) -> str:
     return str(pledge[column])
 
 
-# Each applier changes the states and says whether the event applied.
-
-def _deal_proposed(states: dict[UUID, DealState], e: HistoryEvent, p: DealProposed) -> bool:
+def _deal_proposed(states: dict[UUID, DealState], e: HistoryEvent, p: DealProposed,
+                   changes: PledgeChanges) -> str | None:
     if e.deal_id in states:
-        return False
+        return f"proposes deal {e.deal_id} a second time"
     states[e.deal_id] = DealState(dict(
         deal_id=e.deal_id, title=p.title, format=p.format, sector=p.sector,
         status=DealStatus.PROPOSED.value, parties=list(p.parties), description=p.description,
@@ -155,17 +184,17 @@ def _deal_proposed(states: dict[UUID, DealState], e: HistoryEvent, p: DealPropos
         proposed_position=e.position, last_position=e.position,
         tech_transfers=[], joint_ventures=[], facilities=[], cancellation=None,
     ))
-    return True
+    return None
 
 
 def _tech_transfer_signed(states: dict[UUID, DealState], e: HistoryEvent,
-                          p: TechTransferSigned) -> bool:
+                          p: TechTransferSigned, changes: PledgeChanges) -> str | None:
     detail = {**p.model_dump(mode="json"), "signed_at": e.occurred_at.isoformat()}
     return _add_agreement(states, e.deal_id, "tech_transfers", detail)
 
 
 def _joint_venture_formed(states: dict[UUID, DealState], e: HistoryEvent,
-                          p: JointVentureFormed) -> bool:
+                          p: JointVentureFormed, changes: PledgeChanges) -> str | None:
     detail = {
         "venture_name": p.venture_name,
         "equity": {firm: str(share) for firm, share in p.equity.items()},
@@ -175,38 +204,46 @@ def _joint_venture_formed(states: dict[UUID, DealState], e: HistoryEvent,
 
 
 def _facility_announced(states: dict[UUID, DealState], e: HistoryEvent,
-                        p: FacilityAnnounced) -> bool:
+                        p: FacilityAnnounced, changes: PledgeChanges) -> str | None:
     detail = {**p.model_dump(mode="json"), "announced_at": e.occurred_at.isoformat()}
     return _add_agreement(states, e.deal_id, "facilities", detail)
 
 
 def _add_agreement(states: dict[UUID, DealState], deal_id: UUID, column: str,
-                   detail: dict[str, Any]) -> bool:
+                   detail: dict[str, Any]) -> str | None:
     state = states.get(deal_id)
     if state is None:
-        return False
+        return _unknown_deal(deal_id)
+    # A cancelled deal stays cancelled; the registry should not send this, but never revive.
     if state.deal["status"] != DealStatus.CANCELLED:
         state.deal["status"] = DealStatus.AGREED.value
     state.deal[column] = [*state.deal[column], detail]
-    return True
+    return None
 
 
-def _deal_cancelled(states: dict[UUID, DealState], e: HistoryEvent, p: DealCancelled) -> bool:
+def _deal_cancelled(states: dict[UUID, DealState], e: HistoryEvent, p: DealCancelled,
+                    changes: PledgeChanges) -> str | None:
     state = states.get(e.deal_id)
     if state is None:
-        return False
+        return _unknown_deal(e.deal_id)
     for pledge in state.pledges.values():
-        pledge["counted"] = False
+        if pledge["counted"]:
+            changes.counted(pledge, -1)
+            pledge["counted"] = False
+            changes.changed(pledge)
     state.deal["status"] = DealStatus.CANCELLED.value
     state.deal["cancellation"] = {"reason": p.reason, "cancelled_at": e.occurred_at.isoformat()}
-    return True
+    return None
 
 
-def _pledge_made(states: dict[UUID, DealState], e: HistoryEvent, p: PledgeMade) -> bool:
+def _pledge_made(states: dict[UUID, DealState], e: HistoryEvent, p: PledgeMade,
+                 changes: PledgeChanges) -> str | None:
     state = states.get(e.deal_id)
-    if state is None or p.pledge_id in state.pledges:
-        return False
-    state.pledges[p.pledge_id] = dict(
+    if state is None:
+        return _unknown_deal(e.deal_id)
+    if p.pledge_id in state.pledges:
+        return f"makes pledge {p.pledge_id} of deal {e.deal_id} a second time"
+    pledge = state.pledges[p.pledge_id] = dict(
         deal_id=e.deal_id, pledge_id=p.pledge_id, firm_code=p.firm,
         firm_country=p.firm_country, sector=state.deal["sector"], currency=p.amount.currency,
         low=p.amount.low, high=p.amount.high, usd_low=p.usd.low, usd_high=p.usd.high,
@@ -216,36 +253,55 @@ def _pledge_made(states: dict[UUID, DealState], e: HistoryEvent, p: PledgeMade) 
         made_at=e.occurred_at, revisions=0, revised_at=None, revision_reason=None,
         withdrawn_at=None, withdrawal_reason=None, position=e.position,
     )
-    return True
+    if pledge["counted"]:
+        changes.counted(pledge, +1)
+    return None
 
 
-def _pledge_revised(states: dict[UUID, DealState], e: HistoryEvent, p: PledgeRevised) -> bool:
+def _pledge_revised(states: dict[UUID, DealState], e: HistoryEvent, p: PledgeRevised,
+                    changes: PledgeChanges) -> str | None:
     pledge = _pledge(states, e.deal_id, p.pledge_id)
-    if pledge is None:
-        return False
+    if isinstance(pledge, str):
+        return pledge
+    if pledge["counted"]:
+        changes.counted(pledge, -1)
     pledge.update(
         currency=p.amount.currency, low=p.amount.low, high=p.amount.high,
         usd_low=p.usd.low, usd_high=p.usd.high, units_per_usd=p.usd.units_per_usd,
         rate_source=p.usd.rate_source, revisions=pledge["revisions"] + 1,
         revised_at=e.occurred_at, revision_reason=p.reason,
     )
-    return True
+    if pledge["counted"]:
+        changes.counted(pledge, +1)
+    changes.changed(pledge)
+    return None
 
 
-def _pledge_withdrawn(states: dict[UUID, DealState], e: HistoryEvent,
-                      p: PledgeWithdrawn) -> bool:
+def _pledge_withdrawn(states: dict[UUID, DealState], e: HistoryEvent, p: PledgeWithdrawn,
+                      changes: PledgeChanges) -> str | None:
     pledge = _pledge(states, e.deal_id, p.pledge_id)
-    if pledge is None:
-        return False
+    if isinstance(pledge, str):
+        return pledge
+    if pledge["counted"]:
+        changes.counted(pledge, -1)
     pledge.update(status=PledgeStatus.WITHDRAWN.value, counted=False,
                   withdrawn_at=e.occurred_at, withdrawal_reason=p.reason)
-    return True
+    changes.changed(pledge)
+    return None
 
 
 def _pledge(states: dict[UUID, DealState], deal_id: UUID, pledge_id: str
-            ) -> dict[str, Any] | None:
+            ) -> dict[str, Any] | str:
+    """The pledge's row, or why there is none."""
     state = states.get(deal_id)
-    return None if state is None else state.pledges.get(pledge_id)
+    if state is None:
+        return _unknown_deal(deal_id)
+    pledge = state.pledges.get(pledge_id)
+    return f"names unknown pledge {pledge_id} of deal {deal_id}" if pledge is None else pledge
+
+
+def _unknown_deal(deal_id: UUID) -> str:
+    return f"names deal {deal_id}, which was never proposed"
 
 
 APPLIERS: dict[EventType, Applier] = {
