@@ -58,6 +58,7 @@ from services.projections.read_model.tables import (
     pledge_totals,
     pledges,
     projector_lock,
+    recorded_events,
     source_progress,
 )
 
@@ -154,6 +155,7 @@ class BatchEffects:
     new_meetings: list[dict[str, Any]] = field(default_factory=list)
     new_parties: list[dict[str, Any]] = field(default_factory=list)
     deal_history: list[dict[str, Any]] = field(default_factory=list)
+    recorded: list[dict[str, Any]] = field(default_factory=list)
     totals: dict[tuple[str, str, str], TotalsDelta] = field(default_factory=dict)
 
     def load(self, conn: Connection, deal_ids: set[UUID]) -> None:
@@ -226,6 +228,8 @@ class BatchEffects:
             )
         if self.deal_history:
             conn.execute(insert(deal_events), self.deal_history)
+        if self.recorded:
+            conn.execute(insert(recorded_events), self.recorded)
         self._write_totals(conn)
 
     def _write_totals(self, conn: Connection) -> None:
@@ -372,6 +376,14 @@ class ReadModelProjector:
                 exact.traps[Inexact] = True
                 for envelope, payload in fresh:
                     HANDLERS[envelope.type](batch, envelope, payload)
+                    batch.recorded.append({
+                        "position": envelope.position, "event_id": envelope.event_id,
+                        "type": envelope.type.value, "aggregate_id": envelope.aggregate_id,
+                        "aggregate_version": envelope.aggregate_version,
+                        "occurred_at": envelope.occurred_at,
+                        "recorded_at": envelope.recorded_at,
+                        "recorded_by": envelope.recorded_by, "hash": envelope.hash,
+                    })
             batch.write(conn)
             self._write_applied_versions(conn, before, applied)
             for item in merged(progress):

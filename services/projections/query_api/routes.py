@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from services.projections.read_model.deal_history import PastBound
 from services.projections.read_model.queries import Page, ReadModelQueries
 from services.projections.read_model.tables import DealStatus, TotalsDimension
-from services.shared.api_keys import ApiKeyStore, Reader
+from services.shared.api_keys import ApiKeyStore, Auditor, Reader
 from services.shared.errors import ApiError
 from services.shared.http_basics import HttpMetrics
 
@@ -97,14 +97,15 @@ def unknown_past(field: str, text: str, expected: str) -> ApiError:
                     field=field, rule="past_bound")
 
 
-def moment(text: str, field: str) -> datetime:
-    """A date (meaning the end of that day, UTC) or an ISO 8601 datetime (UTC if no offset)."""
+def moment(text: str, field: str, day_starts: bool = False) -> datetime:
+    """A date (meaning the end of that day, UTC, or its start if `day_starts`) or an ISO 8601
+    datetime (UTC if no offset)."""
     try:
         day = date.fromisoformat(text)
     except ValueError:
         pass
     else:
-        return datetime.combine(day, time.max, tzinfo=UTC)
+        return datetime.combine(day, time.min if day_starts else time.max, tzinfo=UTC)
     try:
         parsed = datetime.fromisoformat(text)
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
@@ -322,6 +323,29 @@ def read_router() -> APIRouter:
         """Registered firms by code, filtered by country (ISO alpha-2) or kind."""
         page = queries.firms(
             country=country, kind=kind, limit=paging.limit, offset=paging.offset
+        )
+        return page_body(page, paging, position, response)
+
+    @router.get("/audit/events", tags=["audit"])
+    def list_recorded_events(
+        principal: Auditor, position: Position, queries: Queries, paging: Paging,
+        response: Response, recorded_by: Filter = None,
+        since: Annotated[str | None, Query(
+            alias="from", max_length=40,
+            description="Recorded at or after: a date (its start, UTC) or an ISO 8601 datetime",
+        )] = None,
+        until: Annotated[str | None, Query(
+            alias="to", max_length=40,
+            description="Recorded at or before: a date (its end, UTC) or an ISO 8601 datetime",
+        )] = None,
+    ) -> dict[str, Any]:
+        """Who recorded what (auditor role): events oldest first, by principal and recorded
+        time, each with its log position, aggregate version and hash."""
+        page = queries.recorded(
+            recorded_by=recorded_by,
+            since=None if since is None else moment(since, "from", day_starts=True),
+            until=None if until is None else moment(until, "to"),
+            limit=paging.limit, offset=paging.offset,
         )
         return page_body(page, paging, position, response)
 

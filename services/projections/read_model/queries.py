@@ -28,6 +28,7 @@ from services.projections.read_model.tables import (
     meetings,
     pledge_totals,
     pledges,
+    recorded_events,
 )
 from services.projections.read_model.views import (
     Columns,
@@ -130,13 +131,32 @@ class ReadModelQueries:
         return None if found is None else int(found)
 
     def position_recorded_by(self, moment: datetime, known_up_to: int) -> int:
-        """The highest log position, up to `known_up_to`, of a deal event recorded at or before
-        `moment`; 0 if none. Not indexed: fine for audits, not for dashboards."""
+        """The highest log position, up to `known_up_to`, of an event recorded at or before
+        `moment`; 0 if none."""
         with self.engine.connect() as conn:
-            found = conn.execute(select(func.max(deal_events.c.position)).where(
-                deal_events.c.recorded_at <= moment, deal_events.c.position <= known_up_to,
+            found = conn.execute(select(func.max(recorded_events.c.position)).where(
+                recorded_events.c.recorded_at <= moment,
+                recorded_events.c.position <= known_up_to,
             )).scalar()
         return 0 if found is None else int(found)
+
+    def recorded(
+        self, recorded_by: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, limit: int = 50, offset: int = 0,
+    ) -> Page:
+        """What was recorded, oldest first: by one principal, within recorded times."""
+        query = select(recorded_events)
+        if recorded_by is not None:
+            query = query.where(recorded_events.c.recorded_by == recorded_by)
+        if since is not None:
+            query = query.where(recorded_events.c.recorded_at >= since)
+        if until is not None:
+            query = query.where(recorded_events.c.recorded_at <= until)
+        ordered = query.order_by(recorded_events.c.recorded_at, recorded_events.c.position)
+        with self.engine.connect() as conn:
+            total = _count(conn, query)
+            rows = conn.execute(ordered.limit(limit).offset(offset)).all()
+        return Page([_recorded_view(row) for row in rows], total)
 
     # Deals
 
@@ -249,6 +269,20 @@ def _event_view(row: Row[Any]) -> dict[str, Any]:
         "payload": row.payload,
         "hash": row.hash,
         "previous_hash": row.previous_hash,
+    }
+
+
+def _recorded_view(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "position": row.position,
+        "event_id": row.event_id,
+        "type": row.type,
+        "aggregate_id": str(row.aggregate_id),
+        "aggregate_version": row.aggregate_version,
+        "occurred_at": iso(row.occurred_at),
+        "recorded_at": iso(row.recorded_at),
+        "recorded_by": row.recorded_by,
+        "hash": row.hash,
     }
 
 

@@ -213,6 +213,24 @@ deal_events = Table(
     Index("ix_rm_deal_events_deal_version", "deal_id", "aggregate_version", unique=True),
 )
 
+# Every projected event and who recorded it: auditors list what each principal recorded,
+# and a recorded time resolves to a log position, both by index.
+recorded_events = Table(
+    "rm_recorded_events",
+    read_model,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(200), nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("aggregate_id", Uuid, nullable=False),
+    Column("aggregate_version", Integer, nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("recorded_by", String(100), nullable=False),
+    Column("hash", String(128), nullable=False),
+    Index("ix_rm_recorded_events_by", "recorded_by", "recorded_at", "position"),
+    Index("ix_rm_recorded_events_at", "recorded_at", "position"),
+)
+
 projector_lock = Table(
     "rm_projector_lock",
     read_model,
