@@ -63,6 +63,70 @@ def cmd_projections(args: argparse.Namespace) -> int:
     return _serve(create_projection_app(_service_settings(args)), args, "Projections read API")
 
 
+def _rebuild_feed(args: argparse.Namespace, settings: Settings, live: Any) -> Any:
+    """The feed of `--source`; `auto` reads the topic when the live read model is fed
+    from Kafka, else the registry's log."""
+    from services.projections.consumer.kafka_consumer import ConsumerConfig
+    from services.projections.rebuild.feeds import KafkaFeed, LogFeed, live_progress
+    from services.registry.adapters.event_store import open_event_store
+
+    source = args.source
+    if source == "auto":
+        with live.connect() as conn:
+            fed_from = set(live_progress(conn))
+        source = "kafka" if settings.kafka_topic in fed_from else "log"
+    if source == "kafka":
+        return KafkaFeed(ConsumerConfig(
+            bootstrap=settings.kafka_bootstrap, topic=settings.kafka_topic,
+            dead_letter_topic=settings.dead_letter_topic(), group_id=settings.kafka_group_id,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        ))
+    from services.registry.relay.contract_events import envelopes_from
+
+    if settings.database_url is None and not (settings.data_dir / "events.db").exists():
+        raise DependencyUnavailable(f"no event store in {settings.data_dir} (events.db)")
+    store = open_event_store(settings)
+
+    def read_page(after: int, until: int, limit: int) -> tuple[list[Any], int | None]:
+        page = [n for n in store.read_log(after=after, limit=limit) if n.id <= until]
+        return envelopes_from(page, store.mapper), (page[-1].id if page else None)
+
+    return LogFeed(read_page, store.close, page_size=args.page_size)
+
+
+def cmd_projections_rebuild(args: argparse.Namespace) -> int:
+    from services.projections.rebuild.feeds import RebuildFailed
+    from services.projections.rebuild.progress_bar import RebuildProgress
+    from services.projections.rebuild.rebuild import rebuild_read_model
+
+    settings = _settings(args)
+    live = create_sql_engine(settings.read_model_url())
+    check_reachable(live, "the read-model database")
+    feed = _rebuild_feed(args, settings, live)
+    try:
+        report = rebuild_read_model(live, feed, RebuildProgress(sys.stderr),
+                                    dry_run=args.dry_run)
+    except RebuildFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        feed.close()
+        live.dispose()
+    print(f"rebuilt from {report.source}: {report.events:,} events ({report.entries:,} "
+          f"entries read) to position {report.position} in {report.applying_seconds:.1f} s, "
+          f"{report.events_per_second:,.0f} events/s; {report.total_seconds:.1f} s in all")
+    print(f"{'table':22} {'live checksum':64}  {'rebuilt checksum':64}")
+    for table in report.tables:
+        print(f"{table.table:22} {table.live}  {table.rebuilt}  "
+              f"{'equal' if table.equal else 'DIFFERENT'}")
+    done = "switched to the rebuilt tables" if report.switched else "dry run: nothing switched"
+    if report.mismatched:
+        print(f"MISMATCH in {', '.join(report.mismatched)}; {done}", file=sys.stderr)
+        return 1
+    print(f"all {len(report.tables)} tables equal; {done}")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from services.embedded.app import create_embedded_app
 
@@ -205,6 +269,26 @@ def cmd_audit_verify_export(args: argparse.Namespace) -> int:
     return 1
 
 
+def _add_rebuild(projections: argparse.ArgumentParser) -> None:
+    actions = projections.add_subparsers(dest="projections_command", metavar="{rebuild}",
+                                         help="without one: run the service")
+    rebuild = actions.add_parser(
+        "rebuild", help="rebuild every read model from the beginning, compare, switch",
+        description="Rebuild every read model from position 0 into fresh tables, print a "
+        "checksum per table beside the live one, and switch readers to the rebuilt tables in "
+        "one transaction. Exit 1 if any table differed (it is switched all the same: the log "
+        "is the truth), 2 if the rebuild could not be done.")
+    rebuild.add_argument("--source", choices=("auto", "log", "kafka"), default="auto",
+                         help="what feeds the live read model (auto: the topic if the live "
+                         "read model has offsets of DEALREG_KAFKA_TOPIC, else the log)")
+    rebuild.add_argument("--dry-run", action="store_true",
+                         help="build and compare, leave the live tables as they are")
+    rebuild.add_argument("--page-size", type=int, default=2000,
+                         help="log entries per transaction when rebuilding from the log")
+    rebuild.add_argument("--data-dir", help="folder for SQLite files (DEALREG_DATA_DIR)")
+    rebuild.set_defaults(run=cmd_projections_rebuild)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dealreg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -226,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
         service.add_argument("--host", default="127.0.0.1")
         service.add_argument("--port", type=int, default=port)
         service.set_defaults(run=run)
+        if name == "projections":
+            _add_rebuild(service)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)

@@ -1,0 +1,1 @@
+"""Rebuilding the read models from the beginning into fresh tables, then switching to them."""

@@ -1,0 +1,158 @@
+"""Where a rebuild writes, and how the live read model is held still and switched over.
+
+PostgreSQL: the fresh tables are the read model's own Table objects in a schema of their
+own (`schema_translate_map`), moved in by `ALTER TABLE ... SET SCHEMA` in the transaction
+that moves the live ones out. DDL is transactional there, so a reader sees the old tables or
+the new ones, never a mix.
+
+SQLite: the fresh tables are in a file beside the live one; at the switch that file is
+attached to the live database's connection and, in the one write transaction that holds the
+live projector off, each live table's rows are replaced by the rebuilt ones. Readers in WAL
+mode keep the snapshot they started with until that transaction commits.
+
+While held, the live projector cannot apply a batch: on PostgreSQL it waits on the lock row
+it takes itself (`rm_projector_lock`, FOR UPDATE); on SQLite it waits for the write lock.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from services.projections.read_model.tables import (
+    READ_MODEL_PROJECTOR,
+    create_read_schema,
+    projector_lock,
+)
+from services.projections.rebuild.checksums import REBUILT_TABLES
+from services.shared.database import create_sql_engine
+
+REBUILD_SCHEMA = "dealreg_rebuild"
+RETIRED_SCHEMA = "dealreg_retired"
+
+
+class FreshTables(ABC):
+    """Empty read-model tables beside the live ones; `engine` writes to them."""
+
+    engine: Engine
+
+    def __init__(self, live: Engine) -> None:
+        self.live = live
+
+    @abstractmethod
+    def create(self) -> None:
+        """Make the fresh tables, empty, replacing any left by an interrupted rebuild."""
+
+    @abstractmethod
+    def holding_live(self) -> AbstractContextManager[Connection]:
+        """A transaction on the live database in which no live batch can be applied;
+        it commits when the block ends normally."""
+
+    @abstractmethod
+    def switch(self, live: Connection) -> None:
+        """Within `holding_live`: make the fresh tables the live ones."""
+
+    @abstractmethod
+    def discard(self) -> None:
+        """Remove what is left of the fresh tables and of the retired live ones."""
+
+
+def fresh_tables_for(live: Engine) -> FreshTables:
+    if live.dialect.name == "postgresql":
+        return PostgresFreshTables(live)
+    if live.dialect.name == "sqlite":
+        return SqliteFreshTables(live)
+    raise ValueError(f"cannot rebuild a read model on {live.dialect.name}")
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class PostgresFreshTables(FreshTables):
+    def create(self) -> None:
+        with self.live.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE")
+            conn.exec_driver_sql(f"CREATE SCHEMA {REBUILD_SCHEMA}")
+        self.engine = self.live.execution_options(schema_translate_map={None: REBUILD_SCHEMA})
+        create_read_schema(self.engine)
+
+    @contextmanager
+    def holding_live(self) -> Iterator[Connection]:
+        with self.live.begin() as conn:
+            conn.execute(pg_insert(projector_lock).values(name=READ_MODEL_PROJECTOR)
+                         .on_conflict_do_nothing())
+            conn.execute(select(projector_lock.c.name)
+                         .where(projector_lock.c.name == READ_MODEL_PROJECTOR)
+                         .with_for_update()).one()
+            yield conn
+
+    def switch(self, live: Connection) -> None:
+        schema = _quoted(str(live.exec_driver_sql("SELECT current_schema()").scalar_one()))
+        live.exec_driver_sql(f"DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE")
+        live.exec_driver_sql(f"CREATE SCHEMA {RETIRED_SCHEMA}")
+        for table in REBUILT_TABLES:
+            name = _quoted(table.name)
+            live.exec_driver_sql(f"ALTER TABLE {schema}.{name} SET SCHEMA {RETIRED_SCHEMA}")
+            live.exec_driver_sql(f"ALTER TABLE {REBUILD_SCHEMA}.{name} SET SCHEMA {schema}")
+
+    def discard(self) -> None:
+        # After the switch's commit: readers still on the retired tables finish first.
+        with self.live.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {RETIRED_SCHEMA} CASCADE")
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE")
+
+
+class SqliteFreshTables(FreshTables):
+    def __init__(self, live: Engine) -> None:
+        super().__init__(live)
+        database = live.url.database
+        if not database or database == ":memory:":
+            raise ValueError("a rebuild on SQLite needs the read model in a file")
+        live_path = Path(database)
+        self.path = live_path.with_name(f"{live_path.stem}.rebuild{live_path.suffix}")
+
+    def _remove_files(self) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    def create(self) -> None:
+        self._remove_files()
+        self.engine = create_sql_engine(f"sqlite:///{self.path}")
+        create_read_schema(self.engine)
+
+    @contextmanager
+    def holding_live(self) -> Iterator[Connection]:
+        with self.live.connect() as conn:
+            # ATTACH is refused inside a transaction, so it comes before the lock.
+            conn.exec_driver_sql(f"ATTACH DATABASE ? AS {REBUILD_SCHEMA}", (str(self.path),))
+            try:
+                # A write to the live file takes its write lock (and only that file's: the
+                # rebuild keeps writing the attached one from its own connection). The row
+                # need not exist: the statement alone starts the write transaction.
+                conn.execute(update(projector_lock)
+                             .where(projector_lock.c.name == READ_MODEL_PROJECTOR)
+                             .values(name=projector_lock.c.name))
+                yield conn
+                conn.commit()
+            finally:
+                conn.rollback()
+                conn.exec_driver_sql(f"DETACH DATABASE {REBUILD_SCHEMA}")
+
+    def switch(self, live: Connection) -> None:
+        for table in REBUILT_TABLES:
+            name = _quoted(table.name)
+            columns = ", ".join(_quoted(column.name) for column in table.columns)
+            live.exec_driver_sql(f"DELETE FROM main.{name}")
+            live.exec_driver_sql(f"INSERT INTO main.{name} ({columns}) "
+                                 f"SELECT {columns} FROM {REBUILD_SCHEMA}.{name}")
+
+    def discard(self) -> None:
+        if getattr(self, "engine", None) is not None:
+            self.engine.dispose()
+        self._remove_files()
