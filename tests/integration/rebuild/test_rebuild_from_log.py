@@ -52,6 +52,21 @@ def _workload_fill() -> Any:
 fill = _workload_fill()
 
 
+def add_deal(store: DealRegistryStore, n: int) -> None:
+    """One more deal with three pledges, one revised, between two firms of the fill."""
+    when = Provenance(datetime(2025, 6, 1, tzinfo=UTC), "partner-b", f"extra-{n}")
+    deal = Deal.propose(uuid.uuid4(), f"Extra deal {n}", "joint_venture", "recycling",
+                        ["jp-firm-001", "in-firm-002"], "", when)
+    for p, (firm, country) in enumerate((("jp-firm-001", "JP"), ("in-firm-002", "IN"),
+                                         ("jp-firm-001", "JP"))):
+        amount = AmountRange.of(Decimal(n + p + 1), Decimal(4 * (n + p + 1)), "USD")
+        deal.make_pledge(f"x{p}", firm, country, amount,
+                         UsdConversion.of(amount, Decimal(1), "test"), when)
+    amount = AmountRange.of(Decimal("2.5"), Decimal(9), "USD")
+    deal.revise_pledge("x0", amount, UsdConversion.of(amount, Decimal(1), "test"), "", when)
+    store.save(deal)
+
+
 class Installation:
     """A registry with a live read model fed from its log, as `dealreg up` runs it."""
 
@@ -74,18 +89,7 @@ class Installation:
         fill(self.store, events)
 
     def add_deal(self, n: int) -> None:
-        """One more deal with three pledges, one revised, between two firms of the fill."""
-        when = Provenance(datetime(2025, 6, 1, tzinfo=UTC), "partner-b", f"extra-{n}")
-        deal = Deal.propose(uuid.uuid4(), f"Extra deal {n}", "joint_venture", "recycling",
-                            ["jp-firm-001", "in-firm-002"], "", when)
-        for p, (firm, country) in enumerate((("jp-firm-001", "JP"), ("in-firm-002", "IN"),
-                                             ("jp-firm-001", "JP"))):
-            amount = AmountRange.of(Decimal(n + p + 1), Decimal(4 * (n + p + 1)), "USD")
-            deal.make_pledge(f"x{p}", firm, country, amount,
-                             UsdConversion.of(amount, Decimal(1), "test"), when)
-        amount = AmountRange.of(Decimal("2.5"), Decimal(9), "USD")
-        deal.revise_pledge("x0", amount, UsdConversion.of(amount, Decimal(1), "test"), "", when)
-        self.store.save(deal)
+        add_deal(self.store, n)
 
     def answers(self) -> dict[str, Any]:
         """Everything readers can ask, including the position the read model reflects."""
