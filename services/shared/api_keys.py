@@ -16,6 +16,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, insert, select
+from starlette.concurrency import run_in_threadpool
 
 from services.shared.errors import ApiError
 
@@ -91,11 +92,18 @@ class ApiKeyStore:
         with self.engine.connect() as conn:
             return len(conn.execute(select(api_keys.c.digest)).all())
 
-    def resolve(self, key: str) -> Principal | None:
-        key_digest = digest(key)
-        remembered = self._resolved.get(key_digest)
+    def remembered(self, key: str) -> Principal | None:
+        """The key's principal if it was resolved within `cache_seconds`; never blocks."""
+        remembered = self._resolved.get(digest(key))
         if remembered is not None and time.monotonic() - remembered[0] < self.cache_seconds:
             return remembered[1]
+        return None
+
+    def resolve(self, key: str) -> Principal | None:
+        principal = self.remembered(key)
+        if principal is not None:
+            return principal
+        key_digest = digest(key)
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(api_keys.c.name, api_keys.c.role).where(api_keys.c.digest == key_digest)
@@ -128,8 +136,11 @@ def bearer_key(request: Request) -> str:
 def require_role(store_of: Callable[[Request], ApiKeyStore], allowed: frozenset[Role]):
     """A FastAPI dependency admitting only keys whose role is in `allowed`."""
 
-    def dependency(request: Request) -> Principal:
-        principal = store_of(request).resolve(bearer_key(request))
+    async def dependency(request: Request) -> Principal:
+        # Async, so that a remembered key costs no hop to a worker thread; only a key not
+        # seen lately is looked up in the database, off the event loop.
+        key, store = bearer_key(request), store_of(request)
+        principal = store.remembered(key) or await run_in_threadpool(store.resolve, key)
         if principal is None:
             raise ApiError(401, "unauthenticated", "unknown API key", field="Authorization",
                            rule="known_key")

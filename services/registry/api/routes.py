@@ -41,10 +41,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
 )
 def record_event(
     request: Request,
-    response: Response,
     principal: Writer,
     submission: Annotated[Submission, Body()],
-) -> Receipt:
+) -> Response:
     """Record one event. `type` selects the payload. A retry with the same `event_id` and body
     returns the original receipt (with `replayed: true`); the same id with another body is 409."""
     service: RecordingService = request.app.state.recording_service
@@ -52,12 +51,13 @@ def record_event(
         receipt = service.record(RecordPartnerEvent(principal.name, submission))
     except Exception as exc:  # noqa: BLE001 - translated or re-raised by as_api_error
         raise as_api_error(exc) from exc
+    headers = {"X-Log-Position": str(receipt.position)}
     if receipt.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+        headers["Idempotent-Replayed"] = "true"
     else:
         request.app.state.events_recorded(receipt)
-    response.headers["X-Log-Position"] = str(receipt.position)
-    return receipt
+    # The receipt is built and valid: answering with its JSON spares validating it again.
+    return Response(receipt.model_dump_json(), 201, headers, media_type="application/json")
 
 
 @router.post(
