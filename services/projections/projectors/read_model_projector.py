@@ -391,13 +391,15 @@ class ReadModelProjector:
             return read_position(conn, self.name)
 
     def _lock(self, conn: Connection) -> None:
-        # Serialises batches of concurrent projectors on PostgreSQL, so totals are updated by
-        # one transaction at a time; SQLite has one writer anyway.
-        locked = select(projector_lock.c.name).where(projector_lock.c.name == self.name)
-        if conn.execute(locked.with_for_update()).first() is None:
+        # Serialises batches of concurrent projectors (and a rebuild's switch), so that what a
+        # batch reads stays true until it commits: writing the lock row first takes the row
+        # lock on PostgreSQL and the database's write lock on SQLite.
+        claim = update(projector_lock).where(projector_lock.c.name == self.name) \
+            .values(name=self.name)
+        if conn.execute(claim).rowcount == 0:
             conn.execute(_insert(conn, projector_lock).values(name=self.name)
                          .on_conflict_do_nothing())
-            conn.execute(locked.with_for_update()).one()
+            conn.execute(claim)
 
     @staticmethod
     def _applied_versions(conn: Connection, aggregate_ids: set[UUID]) -> dict[UUID, int]:
