@@ -12,7 +12,7 @@ the relay, the projections and an auditor recomputing the hash chain see events 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import fields
 from typing import Any
 from uuid import UUID
@@ -145,6 +145,35 @@ class DealRegistryStore(Application[UUID]):
                 row = cursor.fetchone()
                 return None if row is None else int(row["notification_id"])
         raise TypeError(f"unsupported recorder {type(recorder).__name__}")
+
+    def stored_aggregates(self, aggregate_ids: Collection[UUID]) -> set[UUID]:
+        """Which of these aggregates have a first event stored: one query per 500 ids."""
+        recorder: Any = self.recorder
+        table = recorder.events_table_name
+        ids = list(aggregate_ids)
+        found: set[UUID] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            if isinstance(recorder, SQLiteApplicationRecorder):
+                marks = ",".join("?" * len(chunk))
+                with recorder.datastore.transaction(commit=False) as cursor:
+                    cursor.execute(
+                        f"SELECT originator_id FROM {table} "  # noqa: S608 - names are ours
+                        f"WHERE originator_id IN ({marks}) AND originator_version=1",
+                        [i.hex for i in chunk],
+                    )
+                    found.update(UUID(row[0]) for row in cursor.fetchall())
+            elif isinstance(recorder, PostgresApplicationRecorder):
+                with recorder.datastore.transaction(commit=False) as cursor:
+                    cursor.execute(
+                        f"SELECT originator_id FROM {table} "  # noqa: S608 - table name is ours
+                        "WHERE originator_id = ANY(%s) AND originator_version=1",
+                        (chunk,),
+                    )
+                    found.update(row["originator_id"] for row in cursor.fetchall())
+            else:
+                raise TypeError(f"unsupported recorder {type(recorder).__name__}")
+        return found
 
     def head_position(self) -> int:
         return self.recorder.max_notification_id() or 0

@@ -150,6 +150,7 @@ class RecordingService:
         Each item gets what `record` would have answered it. If another writer got in the
         way of the batch, the items are recorded one by one instead."""
         uow = UnitOfWork(self.store)
+        uow.look_up({receipt_id(principal, s.event_id) for s in submissions})
         outcomes: list[Receipt | Exception | Decision | int] = []
         decided_at: dict[UUID, int] = {}
         for submission in submissions:
@@ -198,7 +199,7 @@ class RecordingService:
         submission = command.submission
         print_ = fingerprint(submission)
         rid = receipt_id(command.principal, submission.event_id)
-        earlier = self._stored_receipt(rid)
+        earlier = self._stored_receipt(rid) if uow.exists(rid) else None
         if earlier is not None:
             return self._replay(earlier, print_)
         provenance = Provenance(

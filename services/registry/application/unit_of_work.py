@@ -7,6 +7,7 @@ keeps what it loaded and what was decided, and falls back to the store for the r
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -23,6 +24,7 @@ class UnitOfWork:
     def __init__(self, store: DealRegistryStore) -> None:
         self.store = store
         self._aggregates: dict[UUID, Any] = {}
+        self._absent: set[UUID] = set()
 
     def get(self, aggregate_id: UUID, kind: type[A]) -> A | None:
         """The aggregate with this id if it is a `kind`, else None."""
@@ -50,12 +52,23 @@ class UnitOfWork:
         return firm if isinstance(firm, Firm) else None
 
     def exists(self, aggregate_id: UUID) -> bool:
-        return aggregate_id in self._aggregates or bool(
-            self.store.recorder.select_events(aggregate_id, limit=1)
-        )
+        """Whether the aggregate is stored or was decided in this unit: an indexed lookup of
+        its first event, never a load."""
+        if aggregate_id in self._aggregates:
+            return True
+        if aggregate_id in self._absent:
+            return False
+        return bool(self.store.recorder.select_events(aggregate_id, limit=1))
+
+    def look_up(self, aggregate_ids: Collection[UUID]) -> None:
+        """Find out in one query which of these aggregates are stored, so that `exists` need
+        not ask again for each (a batch checks the receipt of every item)."""
+        stored = self.store.stored_aggregates(aggregate_ids)
+        self._absent.update(i for i in aggregate_ids if i not in stored)
 
     def track(self, aggregate: Any) -> None:
         self._aggregates[aggregate.id] = aggregate
+        self._absent.discard(aggregate.id)
 
     def forget(self, aggregate_id: UUID) -> None:
         """Drop an aggregate whose latest decision was refused after it was made."""

@@ -292,6 +292,16 @@ class EventStoreContract:
         assert [n.id for n in store.read_log(head - 1, 10)] == [head]
         assert [n.id for n in store.read_log(0, 1)] == [everything[0].id]
 
+    def test_stored_aggregates_names_those_with_events(
+        self, service: RecordingService, store: DealRegistryStore
+    ) -> None:
+        realistic_sequence(service)
+        stored = [DEAL_ID, FACILITY_DEAL, MEETING, firm_id(JP_FIRM)]
+        missing = [uuid4() for _ in range(700)]  # past one query's 500 ids
+        assert store.stored_aggregates([*missing, *stored]) == set(stored)
+        assert store.stored_aggregates(missing) == set()
+        assert store.stored_aggregates([]) == set()
+
 
 def provenance() -> Provenance:
     return Provenance(datetime(2025, 8, 29, 1, 30, tzinfo=UTC), "store-test", "evt-store")
