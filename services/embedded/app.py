@@ -42,7 +42,7 @@ def create_embedded_app(settings: Settings) -> FastAPI:
     if settings.projection_worker == "process":
         # Catch up before serving, so the first reads are complete; then follow elsewhere.
         EmbeddedProjectionFeed(store, projector).catch_up()
-        feed = FeedProcess(settings)
+        feed = FeedProcess(settings, projector.applied)
     else:
         feed = FeedThread(EmbeddedProjectionFeed(
             store, projector, poll_seconds=settings.projection_poll_seconds))
@@ -66,5 +66,5 @@ def create_embedded_app(settings: Settings) -> FastAPI:
         {"event_store": store.head_position, "read_model": projector.position}, lifespan,
     )
     install_write_api(app, recording_service, key_store, metrics, on_recorded=feed.wake)
-    install_read_api(app, ReadModelQueries(read_engine), key_store, metrics)
+    install_read_api(app, ReadModelQueries(read_engine), key_store, metrics, projector.applied)
     return app

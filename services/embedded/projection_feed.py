@@ -13,7 +13,7 @@ import threading
 from typing import Any, Protocol
 
 from services.projections.projectors.read_model_projector import ReadModelProjector
-from services.projections.read_model.progress import LOG_SOURCE, SourceProgress
+from services.projections.read_model.progress import LOG_SOURCE, AppliedPosition, SourceProgress
 from services.registry.adapters.event_store import DealRegistryStore, open_event_store
 from services.registry.adapters.log_notifications import listen_for_appends
 from services.registry.relay.contract_events import envelopes_from
@@ -120,14 +120,15 @@ class FeedProcess:
     """The feed in a process of its own, so projecting never competes with the write path
     for the interpreter lock. Writes wake it through a shared event."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, applied: AppliedPosition) -> None:
         context = multiprocessing.get_context("spawn")  # no fork of a threaded server
         self._wake = context.Event()
         self._stop = context.Event()
         self._ready = context.Event()
         self._process = context.Process(
             target=_follow_in_child,
-            args=(settings.model_dump(), self._wake, self._stop, self._ready, os.getpid()),
+            args=(settings.model_dump(), applied, self._wake, self._stop, self._ready,
+                  os.getpid()),
             name="dealreg-projection-feed", daemon=True,
         )
 
@@ -173,13 +174,14 @@ class _ParentWatch:
 
 
 def _follow_in_child(
-    settings: dict[str, Any], wake: Signal, stop: Signal, ready: Signal, parent: int
+    settings: dict[str, Any], applied: AppliedPosition, wake: Signal, stop: Signal,
+    ready: Signal, parent: int,
 ) -> None:
     config = Settings(**settings)
     configure_logging(config.log_level)
     store = open_event_store(config)
     engine = create_sql_engine(config.read_model_url())
-    feed = EmbeddedProjectionFeed(store, ReadModelProjector(engine),
+    feed = EmbeddedProjectionFeed(store, ReadModelProjector(engine, applied=applied),
                                   poll_seconds=config.projection_poll_seconds)
     ready.set()
     try:

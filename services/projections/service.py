@@ -81,6 +81,6 @@ def create_projection_app(settings: Settings) -> FastAPI:
           registry=metrics.registry).set_function(lambda: consumer.stats.dead_lettered)
     metrics.registry.register(ConsumerLag(consumer.stats))
 
-    install_read_api(app, ReadModelQueries(read_engine), key_store, metrics)
+    install_read_api(app, ReadModelQueries(read_engine), key_store, metrics, projector.applied)
     app.state.consumer = consumer
     return app

@@ -40,6 +40,7 @@ from services.projections.read_model.deal_history import (
     apply_deal_event,
 )
 from services.projections.read_model.progress import (
+    AppliedPosition,
     SourceProgress,
     merged,
     read_position,
@@ -329,9 +330,13 @@ HANDLERS: dict[EventType, Handler] = {
 class ReadModelProjector:
     """Keeps the read model's tables in step with the registry's log."""
 
-    def __init__(self, engine: Engine, name: str = READ_MODEL_PROJECTOR) -> None:
+    def __init__(
+        self, engine: Engine, name: str = READ_MODEL_PROJECTOR,
+        applied: AppliedPosition | None = None,
+    ) -> None:
         self.engine = engine
         self.name = name
+        self.applied = applied or AppliedPosition()
         self._applying = threading.Lock()
 
     def position(self) -> int:
@@ -388,7 +393,9 @@ class ReadModelProjector:
             self._write_applied_versions(conn, before, applied)
             for item in merged(progress):
                 self._record_progress(conn, item)
-            return read_position(conn, self.name)
+            position = read_position(conn, self.name)
+        self.applied.advance(position)  # committed: readers may now be told
+        return position
 
     def _lock(self, conn: Connection) -> None:
         # Serialises batches of concurrent projectors (and a rebuild's switch), so that what a

@@ -22,6 +22,7 @@ from prometheus_client import Gauge
 from starlette.concurrency import run_in_threadpool
 
 from services.projections.read_model.deal_history import PastBound
+from services.projections.read_model.progress import AppliedPosition
 from services.projections.read_model.queries import Page, ReadModelQueries
 from services.projections.read_model.tables import DealStatus, TotalsDimension
 from services.shared.api_keys import ApiKeyStore, Auditor, Reader
@@ -29,7 +30,7 @@ from services.shared.errors import ApiError
 from services.shared.http_basics import HttpMetrics
 
 POSITION_HEADER = "X-Log-Position"
-FIRST_POLL_SECONDS = 0.002
+APPLIED_POLL_SECONDS = 0.001
 MAX_POLL_SECONDS = 0.05
 MAX_LIMIT = 500
 
@@ -54,18 +55,23 @@ async def visible_position(
 
 
 async def wait_for_position(request: Request, queries: Queries, wanted: int, field: str) -> int:
-    """The read model's position once it is at least `wanted`; 409 after a bounded wait."""
+    """The read model's position once it is at least `wanted`; 409 after a bounded wait.
+
+    While waiting, the position the projector last committed is read from shared memory every
+    millisecond (`AppliedPosition`), and the database is asked again only when that says the
+    wait is over, or now and then in case the projector runs elsewhere."""
     current = await run_in_threadpool(queries.position)
     if current >= wanted:
         return current
+    applied: AppliedPosition = request.app.state.applied_position
     loop = asyncio.get_running_loop()
     deadline = loop.time() + request.app.state.settings.freshness_wait_seconds
-    pause = FIRST_POLL_SECONDS
+    next_query = loop.time() + MAX_POLL_SECONDS
     while loop.time() < deadline:
-        await asyncio.sleep(pause)
-        # Back off: many waiting readers polling fast would take the CPU from the projector
-        # they are waiting for.
-        pause = min(pause * 2, MAX_POLL_SECONDS)
+        await asyncio.sleep(APPLIED_POLL_SECONDS)
+        if applied.value < wanted and loop.time() < next_query:
+            continue
+        next_query = loop.time() + MAX_POLL_SECONDS
         current = await run_in_threadpool(queries.position)
         if current >= wanted:
             return current
@@ -363,11 +369,14 @@ def read_router() -> APIRouter:
 
 
 def install_read_api(
-    app: FastAPI, queries: ReadModelQueries, keys: ApiKeyStore, metrics: HttpMetrics
+    app: FastAPI, queries: ReadModelQueries, keys: ApiKeyStore, metrics: HttpMetrics,
+    applied: AppliedPosition,
 ) -> None:
-    """Mount the read routes with what they need, and the position they reflect as a metric."""
+    """Mount the read routes with what they need, and the position they reflect as a metric.
+    `applied` is the position shared by the projector that feeds `queries`' tables."""
     Gauge("dealreg_projection_position", "Log position the read models reflect",
           registry=metrics.registry).set_function(queries.position)
     app.state.api_keys = keys
     app.state.read_queries = queries
+    app.state.applied_position = applied
     app.include_router(read_router())

@@ -10,14 +10,34 @@ lowest position among lagging sources, or the highest overall when none lags.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
 from services.projections.read_model.tables import source_progress
 
 LOG_SOURCE = "log"
+
+
+class AppliedPosition:
+    """The position the read model reflected after its projector's last commit, in shared
+    memory: a reader waiting for its own write polls this every millisecond instead of the
+    database. Shared with a projector in another process by passing it to that process."""
+
+    def __init__(self) -> None:
+        self._cell: Any = multiprocessing.get_context("spawn").RawValue("q", 0)
+
+    def advance(self, position: int) -> None:
+        # One projector per process writes it; never move back (a late, smaller batch).
+        if position > self._cell.value:
+            self._cell.value = position
+
+    @property
+    def value(self) -> int:
+        return int(self._cell.value)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import pytest
 
 from services.embedded.projection_feed import EmbeddedProjectionFeed, FeedProcess, FeedThread
 from services.projections.projectors.read_model_projector import ReadModelProjector
+from services.projections.read_model.progress import AppliedPosition
 from services.projections.read_model.queries import ReadModelQueries
 from services.projections.read_model.tables import create_read_schema
 from services.registry.adapters.event_store import open_event_store
@@ -87,11 +88,14 @@ def test_the_feed_still_wakes_after_its_listener_backend_is_terminated(
 def test_a_write_by_another_process_wakes_the_feed_process(
     settings: Settings, writer: IndependentWriter, queries: ReadModelQueries,
 ) -> None:
-    feed = FeedProcess(settings)
+    applied = AppliedPosition()
+    feed = FeedProcess(settings, applied)
     feed.start()
     try:
         wait_for_listener(settings.database_url or "")
         for _ in range(3):
             assert visible_promptly(writer, queries) < PROMPT_SECONDS
+            # The feed process shares what it committed with this one's readers.
+            assert applied.value == queries.position() > 0
     finally:
         feed.stop()

@@ -38,12 +38,14 @@ def api(tmp_path: Path) -> Iterator[ReadApi]:
     keys_engine = create_engine(f"sqlite:///{tmp_path / 'keys.db'}")
     create_read_schema(read_engine)
     scenario = Scenario()
-    ReadModelProjector(read_engine).apply(scenario.log.envelopes)
+    projector = ReadModelProjector(read_engine)
+    projector.apply(scenario.log.envelopes)
     keys = ApiKeyStore(keys_engine)
     keys.create_schema()
 
     app = FastAPI()
     app.state.read_queries = ReadModelQueries(read_engine)
+    app.state.applied_position = projector.applied
     app.state.settings = Settings(data_dir=tmp_path, freshness_wait_seconds=0.05)
     app.state.api_keys = keys
     install_error_handlers(app)
