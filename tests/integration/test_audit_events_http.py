@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,20 +10,10 @@ import pytest
 
 from services.shared.api_keys import Role
 from services.shared.settings import Settings
-from tests.integration.test_http_api import Registry, deal, firm, pledge
+from tests.integration.test_http_api import EmbeddedAppContract, Registry, deal, firm, pledge
 
 
-class AuditEventsContract:
-    @pytest.fixture
-    def settings(self) -> Settings:
-        raise NotImplementedError
-
-    @pytest.fixture
-    def registry(self, settings: Settings) -> Iterator[Registry]:
-        registry = Registry(settings)
-        yield registry
-        registry.close()
-
+class AuditEventsContract(EmbeddedAppContract):
     @pytest.fixture
     def recorded(self, registry: Registry) -> dict[str, list[dict[str, Any]]]:
         """Receipts of two partners' writes, interleaved."""

@@ -73,8 +73,8 @@ class Registry:
         return self.app.state.recording_service.store.head_position()
 
 
-class HttpContract:
-    """Assertions shared by both backends; subclasses provide `settings`."""
+class EmbeddedAppContract:
+    """A running embedded app per test, on the backend whose `settings` a subclass gives."""
 
     @pytest.fixture
     def settings(self) -> Settings:
@@ -85,6 +85,10 @@ class HttpContract:
         registry = Registry(settings)
         yield registry
         registry.close()
+
+
+class HttpContract(EmbeddedAppContract):
+    """Assertions shared by both backends."""
 
     @pytest.fixture
     def jv(self, registry: Registry) -> str:

@@ -5,14 +5,13 @@ events."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.shared.settings import Settings
-from tests.integration.test_http_api import Registry, deal, firm, pledge
+from tests.integration.test_http_api import EmbeddedAppContract, Registry, deal, firm, pledge
 
 PROPOSED = "2025-06-02T09:00:00+05:30"
 PLEDGED = "2025-06-10T09:00:00+09:00"
@@ -43,17 +42,7 @@ def mitsui_usd(body: dict[str, Any]) -> dict[str, Any]:
     return {"count": group["pledge_count"], **group["usd"]}
 
 
-class PastStateContract:
-    @pytest.fixture
-    def settings(self) -> Settings:
-        raise NotImplementedError
-
-    @pytest.fixture
-    def registry(self, settings: Settings) -> Iterator[Registry]:
-        registry = Registry(settings)
-        yield registry
-        registry.close()
-
+class PastStateContract(EmbeddedAppContract):
     def test_a_correction_changes_business_time_not_recorded_time(
         self, registry: Registry
     ) -> None:
