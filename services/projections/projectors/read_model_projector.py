@@ -361,41 +361,48 @@ class ReadModelProjector:
         if progress is None:
             progress = [SourceProgress.of_log(max(e.position for e in envelopes))] \
                 if envelopes else []
-        with self._applying, self.engine.begin() as conn:
-            self._lock(conn)
-            before = self._applied_versions(conn, {e.aggregate_id for e in envelopes})
-            applied = dict(before)
-            fresh: list[tuple[EventEnvelope, Payload]] = []
-            for envelope in sorted(envelopes, key=lambda e: e.position):
-                if envelope.aggregate_version > applied.get(envelope.aggregate_id, 0):
-                    fresh.append((envelope, envelope.typed_payload()))
-                    applied[envelope.aggregate_id] = envelope.aggregate_version
-            batch = BatchEffects()
-            batch.load(conn, {
-                e.aggregate_id for e, _ in fresh
-                if e.type in DEAL_EVENTS and e.type != EventType.DEAL_PROPOSED
-            })
-            with localcontext() as exact:
-                # Sums of stored amounts never round: a rounding would be an error, not a total.
-                exact.prec = EXACT_PRECISION
-                exact.traps[Inexact] = True
-                for envelope, payload in fresh:
-                    HANDLERS[envelope.type](batch, envelope, payload)
-                    batch.recorded.append({
-                        "position": envelope.position, "event_id": envelope.event_id,
-                        "type": envelope.type.value, "aggregate_id": envelope.aggregate_id,
-                        "aggregate_version": envelope.aggregate_version,
-                        "occurred_at": envelope.occurred_at,
-                        "recorded_at": envelope.recorded_at,
-                        "recorded_by": envelope.recorded_by, "hash": envelope.hash,
-                    })
-            batch.write(conn)
-            self._write_applied_versions(conn, before, applied)
-            for item in merged(progress):
-                self._record_progress(conn, item)
-            position = read_position(conn, self.name)
-        self.applied.advance(position)  # committed: readers may now be told
+        with self._applying:
+            with self.engine.begin() as conn:
+                position = self._apply_in(conn, envelopes, progress)
+            self.applied.set(position)  # committed: readers may now be told
         return position
+
+    def _apply_in(
+        self, conn: Connection, envelopes: Sequence[EventEnvelope],
+        progress: Sequence[SourceProgress],
+    ) -> int:
+        self._lock(conn)
+        before = self._applied_versions(conn, {e.aggregate_id for e in envelopes})
+        applied = dict(before)
+        fresh: list[tuple[EventEnvelope, Payload]] = []
+        for envelope in sorted(envelopes, key=lambda e: e.position):
+            if envelope.aggregate_version > applied.get(envelope.aggregate_id, 0):
+                fresh.append((envelope, envelope.typed_payload()))
+                applied[envelope.aggregate_id] = envelope.aggregate_version
+        batch = BatchEffects()
+        batch.load(conn, {
+            e.aggregate_id for e, _ in fresh
+            if e.type in DEAL_EVENTS and e.type != EventType.DEAL_PROPOSED
+        })
+        with localcontext() as exact:
+            # Sums of stored amounts never round: a rounding would be an error, not a total.
+            exact.prec = EXACT_PRECISION
+            exact.traps[Inexact] = True
+            for envelope, payload in fresh:
+                HANDLERS[envelope.type](batch, envelope, payload)
+                batch.recorded.append({
+                    "position": envelope.position, "event_id": envelope.event_id,
+                    "type": envelope.type.value, "aggregate_id": envelope.aggregate_id,
+                    "aggregate_version": envelope.aggregate_version,
+                    "occurred_at": envelope.occurred_at,
+                    "recorded_at": envelope.recorded_at,
+                    "recorded_by": envelope.recorded_by, "hash": envelope.hash,
+                })
+        batch.write(conn)
+        self._write_applied_versions(conn, before, applied)
+        for item in merged(progress):
+            self._record_progress(conn, item)
+        return read_position(conn, self.name)
 
     def _lock(self, conn: Connection) -> None:
         # Serialises batches of concurrent projectors (and a rebuild's switch), so that what a

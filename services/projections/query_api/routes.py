@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from prometheus_client import Gauge
 from starlette.concurrency import run_in_threadpool
 
+from services.projections.query_api.freshness import PositionWaiters
 from services.projections.read_model.deal_history import PastBound
 from services.projections.read_model.progress import AppliedPosition
 from services.projections.read_model.queries import Page, ReadModelQueries
@@ -30,7 +31,6 @@ from services.shared.errors import ApiError
 from services.shared.http_basics import HttpMetrics
 
 POSITION_HEADER = "X-Log-Position"
-APPLIED_POLL_SECONDS = 0.001
 MAX_POLL_SECONDS = 0.05
 MAX_LIMIT = 500
 
@@ -57,21 +57,17 @@ async def visible_position(
 async def wait_for_position(request: Request, queries: Queries, wanted: int, field: str) -> int:
     """The read model's position once it is at least `wanted`; 409 after a bounded wait.
 
-    While waiting, the position the projector last committed is read from shared memory every
-    millisecond (`AppliedPosition`), and the database is asked again only when that says the
-    wait is over, or now and then in case the projector runs elsewhere."""
+    The wait ends when this process's projector commits `wanted` (`PositionWaiters`), and
+    the database is asked every MAX_POLL_SECONDS besides, for a read model that another
+    process's projector feeds."""
     current = await run_in_threadpool(queries.position)
     if current >= wanted:
         return current
-    applied: AppliedPosition = request.app.state.applied_position
+    waiters: PositionWaiters = request.app.state.position_waiters
     loop = asyncio.get_running_loop()
     deadline = loop.time() + request.app.state.settings.freshness_wait_seconds
-    next_query = loop.time() + MAX_POLL_SECONDS
-    while loop.time() < deadline:
-        await asyncio.sleep(APPLIED_POLL_SECONDS)
-        if applied.value < wanted and loop.time() < next_query:
-            continue
-        next_query = loop.time() + MAX_POLL_SECONDS
+    while (left := deadline - loop.time()) > 0:
+        await waiters.wait(wanted, min(left, MAX_POLL_SECONDS))
         current = await run_in_threadpool(queries.position)
         if current >= wanted:
             return current
@@ -378,5 +374,5 @@ def install_read_api(
           registry=metrics.registry).set_function(queries.position)
     app.state.api_keys = keys
     app.state.read_queries = queries
-    app.state.applied_position = applied
+    app.state.position_waiters = PositionWaiters(applied)
     app.include_router(read_router())

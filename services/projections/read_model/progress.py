@@ -30,10 +30,8 @@ class AppliedPosition:
     def __init__(self) -> None:
         self._cell: Any = multiprocessing.get_context("spawn").RawValue("q", 0)
 
-    def advance(self, position: int) -> None:
-        # One projector per process writes it; never move back (a late, smaller batch).
-        if position > self._cell.value:
-            self._cell.value = position
+    def set(self, position: int) -> None:
+        self._cell.value = position
 
     @property
     def value(self) -> int:

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine
 
 from services.projections.projectors.read_model_projector import ReadModelProjector
+from services.projections.query_api.freshness import PositionWaiters
 from services.projections.query_api.routes import read_router
 from services.projections.read_model.queries import ReadModelQueries
 from services.projections.read_model.tables import create_read_schema
@@ -45,7 +46,7 @@ def api(tmp_path: Path) -> Iterator[ReadApi]:
 
     app = FastAPI()
     app.state.read_queries = ReadModelQueries(read_engine)
-    app.state.applied_position = projector.applied
+    app.state.position_waiters = PositionWaiters(projector.applied)
     app.state.settings = Settings(data_dir=tmp_path, freshness_wait_seconds=0.05)
     app.state.api_keys = keys
     install_error_handlers(app)
