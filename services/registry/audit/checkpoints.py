@@ -119,6 +119,15 @@ class CheckpointStore:
                 checkpoint_table.c.event_count, checkpoint_table.c.id)).all()
         return [_checkpoint(row) for row in rows]
 
+    def page(self, limit: int, offset: int) -> tuple[list[Checkpoint], int]:
+        """One page of the checkpoints, oldest first, and how many there are in all."""
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(checkpoint_table)).scalar_one()
+            rows = conn.execute(select(checkpoint_table).order_by(
+                checkpoint_table.c.event_count, checkpoint_table.c.id,
+            ).limit(limit).offset(offset)).all()
+        return [_checkpoint(row) for row in rows], int(total)
+
     def latest(self) -> Checkpoint | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(checkpoint_table).order_by(

@@ -10,9 +10,9 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -92,12 +92,17 @@ def install_audit_api(app: FastAPI, store: DealRegistryStore) -> None:
         return report.as_dict()
 
     @router.get("/checkpoints", responses=ERROR_RESPONSES, summary="List checkpoints")
-    async def list_checkpoints(request: Request, _auditor: Auditor) -> dict[str, Any]:
-        """Every recorded checkpoint, oldest first: last position, event count, Merkle root,
-        time and reason."""
+    async def list_checkpoints(
+        request: Request, _auditor: Auditor,
+        limit: Annotated[int, Query(ge=1, le=500, description="Checkpoints per page")] = 100,
+        offset: Annotated[int, Query(ge=0, description="Checkpoints to skip")] = 0,
+    ) -> dict[str, Any]:
+        """Recorded checkpoints, oldest first: last position, event count, Merkle root, time
+        and reason; `total` counts them all."""
         _, checkpoint_store = _audit_of(request)
-        recorded = await run_in_threadpool(checkpoint_store.checkpoints)
-        return {"checkpoints": [c.as_dict() for c in recorded]}
+        recorded, total = await run_in_threadpool(checkpoint_store.page, limit, offset)
+        return {"checkpoints": [c.as_dict() for c in recorded], "limit": limit,
+                "offset": offset, "total": total}
 
     @router.post("/checkpoints", status_code=201, responses=ERROR_RESPONSES,
                  summary="Take a checkpoint now")

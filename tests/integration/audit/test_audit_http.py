@@ -54,3 +54,9 @@ def test_verify_and_checkpoints_over_http(tmp_path: Path) -> None:
             reasons = [c["reason"] for c in listed["checkpoints"]]
         assert "interval" in reasons
         assert listed["checkpoints"][-1]["event_count"] == 4
+        first = client.get("/v1/audit/checkpoints", headers=auth(Role.AUDITOR),
+                           params={"limit": 1}).json()
+        assert first["total"] == len(listed["checkpoints"]) >= 2
+        assert first["checkpoints"] == listed["checkpoints"][:1]
+        assert client.get("/v1/audit/checkpoints", headers=auth(Role.AUDITOR),
+                          params={"limit": 0}).status_code == 422
