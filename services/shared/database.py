@@ -22,14 +22,10 @@ def create_sql_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
-            # pysqlite begins a transaction only before a write, so the reads before it
-            # would see other writers' commits: SQLAlchemy's transactions start it instead.
-            dbapi_connection.isolation_level = None
 
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN")
-
+        # pysqlite opens a transaction only at the first write: a transaction that must read
+        # consistently writes first (the projector claims its lock row), and read-then-write
+        # code is never handed a stale snapshot that SQLite would refuse to upgrade.
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
