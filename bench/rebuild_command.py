@@ -36,6 +36,7 @@ from services.shared.settings import Settings
 
 REPORT = re.compile(r"rebuilt from \S+: ([\d,]+) events \(([\d,]+) entries read\) to position "
                     r"(\d+) in ([\d.]+) s, [\d,]+ events/s; ([\d.]+) s in all")
+HELD = re.compile(r"the live projector waited ([\d.]+) s")
 
 
 def main() -> None:
@@ -71,6 +72,7 @@ def main() -> None:
     found = REPORT.search(printed)
     if found is None:
         raise SystemExit(f"unexpected output (exit {code}):\n{printed}")
+    held = HELD.search(printed)
     applied = int(found[1].replace(",", ""))
     ours = applied / float(found[4])
     baseline = applied / live_seconds
@@ -86,6 +88,7 @@ def main() -> None:
         "checksums_equal": code == 0 and "all " in printed and "tables equal" in printed,
         "exit_code": code,
         "seconds_in_all": float(found[5]),
+        "live_projector_waited_seconds": float(held[1]) if held else None,
     }))
 
 

@@ -119,7 +119,8 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> int:
     for table in report.tables:
         print(f"{table.table:22} {table.live}  {table.rebuilt}  "
               f"{'equal' if table.equal else 'DIFFERENT'}")
-    done = "switched to the rebuilt tables" if report.switched else "dry run: nothing switched"
+    done = (f"switched to the rebuilt tables (the live projector waited "
+            f"{report.held_seconds:.1f} s)") if report.switched else "dry run: nothing switched"
     if report.mismatched:
         print(f"MISMATCH in {', '.join(report.mismatched)}; {done}", file=sys.stderr)
         return 1

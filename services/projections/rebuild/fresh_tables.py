@@ -49,6 +49,11 @@ class FreshTables(ABC):
         """Make the fresh tables, empty, replacing any left by an interrupted rebuild."""
 
     @abstractmethod
+    def live_snapshot(self) -> AbstractContextManager[Connection]:
+        """A read-only transaction on the live database that sees one moment of it while
+        the live projector goes on (PostgreSQL REPEATABLE READ; SQLite WAL read)."""
+
+    @abstractmethod
     def holding_live(self) -> AbstractContextManager[Connection]:
         """A transaction on the live database in which no live batch can be applied;
         it commits when the block ends normally."""
@@ -81,6 +86,13 @@ class PostgresFreshTables(FreshTables):
             conn.exec_driver_sql(f"CREATE SCHEMA {REBUILD_SCHEMA}")
         self.engine = self.live.execution_options(schema_translate_map={None: REBUILD_SCHEMA})
         create_read_schema(self.engine)
+
+    @contextmanager
+    def live_snapshot(self) -> Iterator[Connection]:
+        with self.live.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def holding_live(self) -> Iterator[Connection]:
@@ -125,6 +137,17 @@ class SqliteFreshTables(FreshTables):
         self._remove_files()
         self.engine = create_sql_engine(f"sqlite:///{self.path}")
         create_read_schema(self.engine)
+
+    @contextmanager
+    def live_snapshot(self) -> Iterator[Connection]:
+        with self.live.connect() as conn:
+            # pysqlite would start no transaction before a write: this one holds the WAL
+            # snapshot its first read takes, across every read of the block.
+            conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.rollback()
 
     @contextmanager
     def holding_live(self) -> Iterator[Connection]:

@@ -3,10 +3,11 @@
 1. Fresh, empty tables are made beside the live ones.
 2. The feed applies everything the live read model has applied, without holding it up,
    until what is left is small.
-3. With the live projector held off, the last events the live side applied are applied,
-   the live side's `caught_up` flags are carried over, every table's checksum is taken on
-   both sides, and (unless this is a dry run) the fresh tables become the live ones, all in
-   one transaction.
+3. At one moment of the live side (a snapshot; its projector goes on), the fresh tables
+   are caught up to what it had applied, its `caught_up` flags are carried over, and every
+   table's checksum is taken on both sides.
+4. Unless this is a dry run: with the live projector held off, what it applied since that
+   moment is applied too, and the fresh tables become the live ones, in one transaction.
 
 On a mismatch the switch still happens: the log is the truth, and a live table that differs
 from a replay of it is the thing to repair. The report names the differing tables, and the
@@ -55,6 +56,7 @@ class RebuildReport:
     entries: int = 0  # log entries or topic records read
     position: int = 0  # the log position the rebuilt tables reflect
     applying_seconds: float = 0.0
+    held_seconds: float = 0.0  # how long the live projector waited for the switch
     total_seconds: float = 0.0
     switched: bool = False
     tables: list[TableComparison] = field(default_factory=list)
@@ -104,21 +106,31 @@ def rebuild_read_model(live: Engine, feed: Feed, progress: RebuildProgress,
                 ahead = feed.size(live_target(conn, feed)) - feed.size(target)
             if ahead <= HELD_CATCH_UP_LIMIT:
                 break
-        with fresh.holding_live() as held:
-            target = live_target(held, feed)
+        # Compared at one moment of the live side, while its projector goes on: taking
+        # checksums of every row is too long to hold it off for.
+        with fresh.live_snapshot() as snapshot:
+            target = live_target(snapshot, feed)
             progress.set_total(feed.size(target))
             feed.apply_until(projector, target, progress)
             report.applying_seconds = time.perf_counter() - started
-            _inherit_caught_up(held, fresh.engine)
-            live_sums = checksums(held)
+            _inherit_caught_up(snapshot, fresh.engine)
+            live_sums = checksums(snapshot)
             with fresh.engine.connect() as conn:
                 rebuilt_sums = checksums(conn)
             report.tables = [TableComparison(name, live_sums[name], rebuilt_sums[name])
                              for name in live_sums]
             report.position = projector.position()
-            if not dry_run:
+        if not dry_run:
+            with fresh.holding_live() as held:
+                holding = time.perf_counter()
+                # What the live side applied since that moment, then the switch.
+                target = live_target(held, feed)
+                progress.set_total(feed.size(target))
+                feed.apply_until(projector, target, progress)
+                _inherit_caught_up(held, fresh.engine)
                 fresh.switch(held)
                 report.switched = True
+            report.held_seconds = time.perf_counter() - holding
     finally:
         progress.close()
         fresh.discard()
