@@ -61,15 +61,6 @@ class ReadModelQueries:
 
     # Pledge totals: active pledges of deals not cancelled.
 
-    def pledges_by_sector(self) -> list[dict[str, Any]]:
-        return self.pledge_totals(TotalsDimension.SECTOR)
-
-    def pledges_by_country(self) -> list[dict[str, Any]]:
-        return self.pledge_totals(TotalsDimension.COUNTRY)
-
-    def pledges_by_firm(self) -> list[dict[str, Any]]:
-        return self.pledge_totals(TotalsDimension.FIRM)
-
     def pledge_totals(self, dimension: TotalsDimension) -> list[dict[str, Any]]:
         """Current totals per group of `dimension`, in USD and per original currency."""
         with self.engine.connect() as conn:

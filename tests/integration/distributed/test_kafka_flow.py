@@ -24,7 +24,7 @@ from services.demo.scenario import expected_totals, scenario
 from services.projections.consumer.kafka_consumer import ConsumerConfig, ProjectionConsumer
 from services.projections.projectors.read_model_projector import ReadModelProjector
 from services.projections.read_model.queries import ReadModelQueries
-from services.projections.read_model.tables import create_read_schema
+from services.projections.read_model.tables import TotalsDimension, create_read_schema
 from services.projections.service import create_projection_app
 from services.registry.adapters.event_store import DealRegistryStore, open_event_store
 from services.registry.application.commands import RecordPartnerEvent
@@ -111,7 +111,7 @@ class Cluster:
 
     def usd_by_sector(self) -> dict[str, tuple[Decimal, Decimal]]:
         return {item["sector"]: (Decimal(item["usd"]["low"]), Decimal(item["usd"]["high"]))
-                for item in self.queries.pledges_by_sector()}
+                for item in self.queries.pledge_totals(TotalsDimension.SECTOR)}
 
     def close(self) -> None:
         for background in self.running:
@@ -130,9 +130,9 @@ def read_model_state(queries: ReadModelQueries) -> dict[str, Any]:
     """Everything the read API can show, except the position it reflects."""
     deals = queries.deals(limit=500)
     return {
-        "sector": queries.pledges_by_sector(),
-        "firm": queries.pledges_by_firm(),
-        "country": queries.pledges_by_country(),
+        "sector": queries.pledge_totals(TotalsDimension.SECTOR),
+        "firm": queries.pledge_totals(TotalsDimension.FIRM),
+        "country": queries.pledge_totals(TotalsDimension.COUNTRY),
         "deals": deals,
         "deal": [queries.deal(uuid.UUID(d["deal_id"])) for d in deals.items],
         "events": [queries.deal_events(uuid.UUID(d["deal_id"]), limit=500)
@@ -352,6 +352,7 @@ def test_writes_succeed_while_the_broker_is_paused_and_all_arrive_once(
         cluster.wait_visible(max(paused_writes), timeout=90)
         assert cluster.usd_by_sector() == expected_by_sector()
         assert cluster.queries.deals().total == 5
-        assert sum(item["pledge_count"] for item in cluster.queries.pledges_by_sector()) == 8
+        by_sector = cluster.queries.pledge_totals(TotalsDimension.SECTOR)
+        assert sum(item["pledge_count"] for item in by_sector) == 8
     finally:
         cluster.close()

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine
 
 from services.projections.projectors.read_model_projector import ReadModelProjector
 from services.projections.read_model.queries import ReadModelQueries
-from services.projections.read_model.tables import create_read_schema
+from services.projections.read_model.tables import TotalsDimension, create_read_schema
 from services.shared.settings import sqlalchemy_url
 from tests.unit.projections.projector_cases import ProjectorCases, Scenario
 
@@ -44,5 +44,6 @@ class TestPostgresReadModel(ProjectorCases):
         assert reached == [len(scenario.log.envelopes)] * 4
         queries = ReadModelQueries(engine)
         assert queries.deals().total == 2
-        battery = {g["sector"]: g for g in queries.pledges_by_sector()}["battery_manufacturing"]
+        by_sector = queries.pledge_totals(TotalsDimension.SECTOR)
+        battery = {g["sector"]: g for g in by_sector}["battery_manufacturing"]
         assert battery["pledge_count"] == 2

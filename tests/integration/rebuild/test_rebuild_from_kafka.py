@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from services.cli import main
+from services.projections.read_model.tables import TotalsDimension
 from services.projections.rebuild.checksums import checksums
 from tests.integration.distributed.test_kafka_flow import Cluster, cluster_settings
 from tests.integration.rebuild.test_rebuild_from_log import add_deal, checksum_lines, fill
@@ -45,7 +46,7 @@ def test_rebuild_from_the_topic_equals_the_live_model(
     cluster.record_scenario()
     fill(cluster.store, 300)
     cluster.wait_visible(cluster.store.head_position())
-    totals = cluster.queries.pledges_by_sector()
+    totals = cluster.queries.pledge_totals(TotalsDimension.SECTOR)
 
     stop = threading.Event()
 
@@ -68,7 +69,8 @@ def test_rebuild_from_the_topic_equals_the_live_model(
     assert f"rebuilt from {cluster.settings.kafka_topic}:" in captured.out
     printed = checksum_lines(captured.out)
     assert printed and all(verdict == "equal" for _, _, verdict in printed.values())
-    assert cluster.queries.pledges_by_sector() != totals  # the writes went on and were seen
+    # The writes went on and were seen.
+    assert cluster.queries.pledge_totals(TotalsDimension.SECTOR) != totals
 
     # The live consumer carries on from the rebuilt offsets: nothing lost, nothing twice.
     for n in range(5):

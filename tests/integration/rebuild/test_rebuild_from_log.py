@@ -23,7 +23,11 @@ from services.demo.scenario import scenario
 from services.embedded.projection_feed import EmbeddedProjectionFeed
 from services.projections.projectors.read_model_projector import ReadModelProjector
 from services.projections.read_model.queries import ReadModelQueries
-from services.projections.read_model.tables import create_read_schema, pledge_totals
+from services.projections.read_model.tables import (
+    TotalsDimension,
+    create_read_schema,
+    pledge_totals,
+)
 from services.projections.rebuild.checksums import checksums
 from services.registry.adapters.event_store import DealRegistryStore, open_event_store
 from services.registry.application.commands import RecordPartnerEvent
@@ -96,9 +100,9 @@ class Installation:
         deals = self.queries.deals(limit=1000)
         return {
             "position": self.queries.position(),
-            "sector": self.queries.pledges_by_sector(),
-            "firm": self.queries.pledges_by_firm(),
-            "country": self.queries.pledges_by_country(),
+            "sector": self.queries.pledge_totals(TotalsDimension.SECTOR),
+            "firm": self.queries.pledge_totals(TotalsDimension.FIRM),
+            "country": self.queries.pledge_totals(TotalsDimension.COUNTRY),
             "deals": deals,
             "deal": [self.queries.deal(uuid.UUID(d["deal_id"])) for d in deals.items],
             "events": [self.queries.deal_events(uuid.UUID(d["deal_id"]), limit=100)

@@ -16,7 +16,7 @@ from services.projections.projectors.read_model_projector import (
 )
 from services.projections.read_model.progress import LOG_SOURCE, SourceProgress
 from services.projections.read_model.queries import ReadModelQueries
-from services.projections.read_model.tables import create_read_schema, read_model
+from services.projections.read_model.tables import TotalsDimension, create_read_schema, read_model
 from tests.unit.projections.envelopes import EventLog, money, usd
 
 
@@ -52,9 +52,9 @@ def everything(queries: ReadModelQueries, deal_ids: list[UUID]) -> dict[str, Any
     """Every answer the read model gives, for comparing two states."""
     return {
         "position": queries.position(),
-        "sector": queries.pledges_by_sector(),
-        "firm": queries.pledges_by_firm(),
-        "country": queries.pledges_by_country(),
+        "sector": queries.pledge_totals(TotalsDimension.SECTOR),
+        "firm": queries.pledge_totals(TotalsDimension.FIRM),
+        "country": queries.pledge_totals(TotalsDimension.COUNTRY),
         "deals": queries.deals(limit=500),
         "deal": [queries.deal(deal_id) for deal_id in deal_ids],
         "events": [queries.deal_events(deal_id, limit=500) for deal_id in deal_ids],
@@ -86,7 +86,7 @@ class ProjectorCases:
     def test_pledges_made_are_totalled_by_sector(self, projector, queries, scenario) -> None:
         projector.apply(scenario.log.envelopes)
 
-        sectors = by_key(queries.pledges_by_sector(), "sector")
+        sectors = by_key(queries.pledge_totals(TotalsDimension.SECTOR), "sector")
         assert set(sectors) == {"battery_manufacturing", "recycling"}
         battery = sectors["battery_manufacturing"]
         assert battery["pledge_count"] == 2
@@ -102,10 +102,10 @@ class ProjectorCases:
     def test_pledges_are_totalled_by_firm_and_country(self, projector, queries, scenario) -> None:
         projector.apply(scenario.log.envelopes)
 
-        firms = by_key(queries.pledges_by_firm(), "firm")
+        firms = by_key(queries.pledge_totals(TotalsDimension.FIRM), "firm")
         assert firms["toyota"]["firm"] == {"code": "toyota", "name": "Toyota", "country": "JP"}
         assert firms["tata-motors"]["usd"] == {"low": "100000000", "high": "400000000"}
-        countries = by_key(queries.pledges_by_country(), "country")
+        countries = by_key(queries.pledge_totals(TotalsDimension.COUNTRY), "country")
         assert countries["JP"]["pledge_count"] == 2
         assert countries["JP"]["usd"] == {"low": "200000000", "high": "506976744.186047"}
         assert set(currencies(countries["JP"])) == {"INR", "JPY"}
@@ -116,7 +116,8 @@ class ProjectorCases:
                             usd("150000000", "250000000"))
         projector.apply(scenario.log.envelopes)
 
-        battery = by_key(queries.pledges_by_sector(), "sector")["battery_manufacturing"]
+        battery = by_key(queries.pledge_totals(TotalsDimension.SECTOR),
+                         "sector")["battery_manufacturing"]
         assert battery["pledge_count"] == 2
         assert battery["usd"] == {"low": "250000000", "high": "656976744.186047"}
         assert currencies(battery)["USD"]["high"] == "250000000"
@@ -129,11 +130,11 @@ class ProjectorCases:
                             usd("10000000", "10000000", "83"))
         projector.apply(scenario.log.envelopes)
 
-        recycling = by_key(queries.pledges_by_sector(), "sector")["recycling"]
+        recycling = by_key(queries.pledge_totals(TotalsDimension.SECTOR), "sector")["recycling"]
         assert recycling["pledge_count"] == 1
         assert currencies(recycling)["INR"]["display"] == "₹83 crore"
         assert "JPY" not in currencies(recycling)
-        japan = by_key(queries.pledges_by_country(), "country")["JP"]
+        japan = by_key(queries.pledge_totals(TotalsDimension.COUNTRY), "country")["JP"]
         assert currencies(japan)["INR"]["low"] == "9430000000"
 
     def test_withdrawal_removes_the_pledge_from_totals_only(
@@ -142,10 +143,11 @@ class ProjectorCases:
         scenario.log.withdraw(scenario.battery, "p1")
         projector.apply(scenario.log.envelopes)
 
-        battery = by_key(queries.pledges_by_sector(), "sector")["battery_manufacturing"]
+        battery = by_key(queries.pledge_totals(TotalsDimension.SECTOR),
+                         "sector")["battery_manufacturing"]
         assert battery["pledge_count"] == 1
         assert list(currencies(battery)) == ["USD"]
-        assert "toyota" not in by_key(queries.pledges_by_firm(), "firm")
+        assert "toyota" not in by_key(queries.pledge_totals(TotalsDimension.FIRM), "firm")
         pledges = {p["pledge_id"]: p for p in queries.deal(scenario.battery)["pledges"]}
         assert pledges["p1"]["status"] == "withdrawn"
         assert pledges["p1"]["counted"] is False
@@ -157,8 +159,8 @@ class ProjectorCases:
         scenario.log.cancel(scenario.battery)
         projector.apply(scenario.log.envelopes)
 
-        assert set(by_key(queries.pledges_by_sector(), "sector")) == {"recycling"}
-        assert set(by_key(queries.pledges_by_country(), "country")) == {"JP"}
+        assert set(by_key(queries.pledge_totals(TotalsDimension.SECTOR), "sector")) == {"recycling"}
+        assert set(by_key(queries.pledge_totals(TotalsDimension.COUNTRY), "country")) == {"JP"}
         deal = queries.deal(scenario.battery)
         assert deal["status"] == "cancelled"
         assert deal["cancellation"]["reason"] == "parties withdrew"
@@ -175,9 +177,9 @@ class ProjectorCases:
         scenario.log.cancel(scenario.recycling)
         projector.apply(scenario.log.envelopes)
 
-        assert queries.pledges_by_sector() == []
-        assert queries.pledges_by_firm() == []
-        assert queries.pledges_by_country() == []
+        assert queries.pledge_totals(TotalsDimension.SECTOR) == []
+        assert queries.pledge_totals(TotalsDimension.FIRM) == []
+        assert queries.pledge_totals(TotalsDimension.COUNTRY) == []
 
     def test_totals_are_exact_beyond_float_and_default_decimal_precision(
         self, projector, queries
@@ -194,7 +196,7 @@ class ProjectorCases:
                        usd(huge, huge))
         projector.apply(log.envelopes)
 
-        group = queries.pledges_by_sector()[0]
+        group = queries.pledge_totals(TotalsDimension.SECTOR)[0]
         assert currencies(group)["USD"]["low"] == "0.3"
         assert currencies(group)["EUR"]["high"] == "246913578024691357802468.246912"
         assert group["usd"]["low"] == "246913578024691357802468.546912"
@@ -326,7 +328,7 @@ class ProjectorCases:
         assert [e["aggregate_version"] for e in queries.deal_events(scenario.battery).items] \
             == [1, 2, 3, 4]
         assert [p["pledge_id"] for p in queries.deal(scenario.battery)["pledges"]] == ["p1", "p2"]
-        sectors = by_key(queries.pledges_by_sector(), "sector")
+        sectors = by_key(queries.pledge_totals(TotalsDimension.SECTOR), "sector")
         assert set(sectors) == {"battery_manufacturing"}
         assert sectors["battery_manufacturing"]["pledge_count"] == 1
         assert sectors["battery_manufacturing"]["usd"] == {"low": "100000000", "high": "400000000"}
@@ -335,7 +337,8 @@ class ProjectorCases:
         assert projector.apply(list(reversed(scenario.log.envelopes))) == len(
             scenario.log.envelopes
         )
-        assert by_key(queries.pledges_by_sector(), "sector")["recycling"]["pledge_count"] == 1
+        recycling = by_key(queries.pledge_totals(TotalsDimension.SECTOR), "sector")["recycling"]
+        assert recycling["pledge_count"] == 1
 
     def test_a_failing_batch_changes_nothing(self, projector, queries, scenario) -> None:
         projector.apply(scenario.log.envelopes[:3])
@@ -346,7 +349,7 @@ class ProjectorCases:
 
         assert projector.position() == 3
         assert queries.deals().total == 0
-        assert queries.pledges_by_sector() == []
+        assert queries.pledge_totals(TotalsDimension.SECTOR) == []
 
     # Batch shape: the same state whatever the batch boundaries, a bounded number of statements
 
@@ -400,9 +403,10 @@ class ProjectorCases:
                             usd("1", "2"))
         projector.apply(scenario.log.envelopes[-3:])
 
-        assert set(by_key(queries.pledges_by_sector(), "sector")) == {"recycling"}
-        assert set(by_key(queries.pledges_by_firm(), "firm")) == {"suzuki"}
-        assert by_key(queries.pledges_by_firm(), "firm")["suzuki"]["pledge_count"] == 1
+        assert set(by_key(queries.pledge_totals(TotalsDimension.SECTOR), "sector")) == {"recycling"}
+        assert set(by_key(queries.pledge_totals(TotalsDimension.FIRM), "firm")) == {"suzuki"}
+        suzuki = by_key(queries.pledge_totals(TotalsDimension.FIRM), "firm")["suzuki"]
+        assert suzuki["pledge_count"] == 1
         deal = queries.deal(scenario.battery)
         assert deal["version"] == 6
         assert {p["pledge_id"]: p["counted"] for p in deal["pledges"]} == {
