@@ -38,13 +38,6 @@ def settings(tmp_path: Path, postgres_url: str, kafka_topic: KafkaTopic) -> Sett
 
 
 @pytest.fixture
-def writer(settings: Settings) -> Iterator[IndependentWriter]:
-    independent = IndependentWriter(settings)
-    yield independent
-    independent.close()
-
-
-@pytest.fixture
 def running_relay(settings: Settings) -> Iterator[Relay]:
     relay = build_relay(settings)
     stop = threading.Event()

@@ -43,13 +43,6 @@ def queries(settings: Settings) -> Iterator[ReadModelQueries]:
 
 
 @pytest.fixture
-def writer(settings: Settings) -> Iterator[IndependentWriter]:
-    independent = IndependentWriter(settings)
-    yield independent
-    independent.close()
-
-
-@pytest.fixture
 def feed_thread(settings: Settings, queries: ReadModelQueries) -> Iterator[FeedThread]:
     store = open_event_store(settings)
     thread = FeedThread(EmbeddedProjectionFeed(store, ReadModelProjector(queries.engine),

@@ -36,13 +36,6 @@ def follower_store(settings: Settings) -> Iterator[DealRegistryStore]:
 
 
 @pytest.fixture
-def writer(settings: Settings) -> Iterator[IndependentWriter]:
-    independent = IndependentWriter(settings)
-    yield independent
-    independent.close()
-
-
-@pytest.fixture
 def listening(follower_store: DealRegistryStore) -> Iterator[tuple[LogNotifications,
                                                                     threading.Event]]:
     appended = threading.Event()
