@@ -58,7 +58,7 @@ class UnitOfWork:
             return True
         if aggregate_id in self._absent:
             return False
-        return bool(self.store.recorder.select_events(aggregate_id, limit=1))
+        return aggregate_id in self.store.stored_aggregates([aggregate_id])
 
     def look_up(self, aggregate_ids: Collection[UUID]) -> None:
         """Find out in one query which of these aggregates are stored, so that `exists` need
