@@ -66,21 +66,18 @@ def cmd_projections(args: argparse.Namespace) -> int:
 def _rebuild_feed(args: argparse.Namespace, settings: Settings, live: Any) -> Any:
     """The feed of `--source`; `auto` reads the topic when the live read model is fed
     from Kafka, else the registry's log."""
-    from services.projections.consumer.kafka_consumer import ConsumerConfig
-    from services.projections.rebuild.feeds import KafkaFeed, LogFeed, live_progress
+    from services.projections.read_model.progress import offsets_by_source
+    from services.projections.rebuild.feeds import KafkaFeed, LogFeed
+    from services.projections.service import consumer_config
     from services.registry.adapters.event_store import open_event_store
 
     source = args.source
     if source == "auto":
         with live.connect() as conn:
-            fed_from = set(live_progress(conn))
+            fed_from = set(offsets_by_source(conn))
         source = "kafka" if settings.kafka_topic in fed_from else "log"
     if source == "kafka":
-        return KafkaFeed(ConsumerConfig(
-            bootstrap=settings.kafka_bootstrap, topic=settings.kafka_topic,
-            dead_letter_topic=settings.dead_letter_topic(), group_id=settings.kafka_group_id,
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-        ))
+        return KafkaFeed(consumer_config(settings))
     from services.registry.relay.contract_events import envelopes_from
 
     if settings.database_url is None and not (settings.data_dir / "events.db").exists():

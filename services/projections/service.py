@@ -45,6 +45,19 @@ class ConsumerLag(Collector):  # type: ignore[misc]
         yield family
 
 
+def consumer_config(settings: Settings) -> ConsumerConfig:
+    """How the projections read the topic, from the DEALREG_KAFKA_* settings."""
+    return ConsumerConfig(
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.kafka_topic,
+        dead_letter_topic=settings.dead_letter_topic(),
+        group_id=settings.kafka_group_id,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+    )
+
+
 def create_projection_app(settings: Settings) -> FastAPI:
     read_engine = create_sql_engine(settings.read_model_url())
     check_reachable(read_engine, "the read-model database")
@@ -54,15 +67,7 @@ def create_projection_app(settings: Settings) -> FastAPI:
     key_store = ApiKeyStore(key_engine)
     key_store.create_schema()
     projector = ReadModelProjector(read_engine)
-    consumer = ProjectionConsumer(projector, ConsumerConfig(
-        bootstrap=settings.kafka_bootstrap,
-        topic=settings.kafka_topic,
-        dead_letter_topic=settings.dead_letter_topic(),
-        group_id=settings.kafka_group_id,
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-    ))
+    consumer = ProjectionConsumer(projector, consumer_config(settings))
     lifespan = running_in_background(consumer.run, "consumer", read_engine.dispose,
                                      key_engine.dispose)
 

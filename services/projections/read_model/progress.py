@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from services.projections.read_model.tables import source_progress
+from services.projections.read_model.tables import READ_MODEL_PROJECTOR, source_progress
 
 LOG_SOURCE = "log"
 
@@ -65,11 +65,20 @@ def read_position(conn: Connection, projector: str) -> int:
 def stored_offsets(engine: Engine, projector: str, source: str) -> dict[int, int]:
     """Last consumed offset per partition of a source, to resume from after (re)assignment."""
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(source_progress.c.partition, source_progress.c.offset)
-            .where(source_progress.c.projector == projector, source_progress.c.source == source)
-        ).all()
-    return {int(row.partition): int(row.offset) for row in rows}
+        return offsets_by_source(conn, projector).get(source, {})
+
+
+def offsets_by_source(conn: Connection, projector: str = READ_MODEL_PROJECTOR
+                      ) -> dict[str, dict[int, int]]:
+    """Last consumed offset per partition, for every source the projector has read."""
+    rows = conn.execute(
+        select(source_progress.c.source, source_progress.c.partition, source_progress.c.offset)
+        .where(source_progress.c.projector == projector)
+    ).all()
+    found: dict[str, dict[int, int]] = {}
+    for row in rows:
+        found.setdefault(str(row.source), {})[int(row.partition)] = int(row.offset)
+    return found
 
 
 def merged(progress: Sequence[SourceProgress]) -> list[SourceProgress]:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from contracts.events_v1 import EventEnvelope
 from services.projections.consumer.kafka_consumer import (
@@ -25,8 +25,11 @@ from services.projections.consumer.kafka_consumer import (
     ProjectionConsumer,
 )
 from services.projections.projectors.read_model_projector import ReadModelProjector
-from services.projections.read_model.progress import LOG_SOURCE, SourceProgress
-from services.projections.read_model.tables import READ_MODEL_PROJECTOR, source_progress
+from services.projections.read_model.progress import (
+    LOG_SOURCE,
+    SourceProgress,
+    offsets_by_source,
+)
 from services.projections.rebuild.progress_bar import RebuildProgress
 
 log = logging.getLogger("dealreg.projections.rebuild")
@@ -41,18 +44,6 @@ STALLED_SECONDS = 60.0
 
 class RebuildFailed(Exception):
     """The rebuild cannot reach what the live read model has applied; nothing was switched."""
-
-
-def live_progress(conn: Connection) -> dict[str, Target]:
-    """The live read model's recorded offsets, per source."""
-    rows = conn.execute(
-        select(source_progress.c.source, source_progress.c.partition, source_progress.c.offset)
-        .where(source_progress.c.projector == READ_MODEL_PROJECTOR)
-    ).all()
-    found: dict[str, Target] = {}
-    for row in rows:
-        found.setdefault(str(row.source), {})[int(row.partition)] = int(row.offset)
-    return found
 
 
 class Feed(Protocol):
@@ -74,7 +65,7 @@ class Feed(Protocol):
 def live_target(conn: Connection, feed: Feed) -> Target:
     """What the live read model has applied from the feed's source; refuses a read model
     fed from another source, whose progress the rebuild could not reproduce."""
-    progress = live_progress(conn)
+    progress = offsets_by_source(conn)
     others = sorted(set(progress) - {feed.source})
     if others:
         raise RebuildFailed(
