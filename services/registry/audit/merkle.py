@@ -65,9 +65,6 @@ class Frontier:
             root = node_hash(left, root)
         return root
 
-    def copy(self) -> Frontier:
-        return Frontier(self.size, self.subtree_roots)
-
 
 class MerkleTree:
     """A fixed list of leaf hashes whose subtree roots are remembered once computed, so many
