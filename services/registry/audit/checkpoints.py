@@ -190,10 +190,11 @@ def take_checkpoint(
         leaves: list[dict[str, Any]] = []
         # Hashing happens before the transaction opens: the lock is held only to write.
         for event in read_logged_events(store, after=last_position, until=head):
+            leaf = event.leaf()
             leaves.append({"position": event.position, "leaf_index": tree.size,
                            "aggregate_id": event.aggregate_id, "version": event.version,
-                           "leaf": event.leaf().hex()})
-            tree.append(event.leaf())
+                           "leaf": leaf.hex()})
+            tree.append(leaf)
             last_position = event.position
             if len(leaves) >= events_per_transaction:
                 break

@@ -83,13 +83,14 @@ class _Walk:
         self.report.failures.append(Failure(position, aggregate_id, version, kind, detail))
 
     def event(self, event: LoggedEvent) -> None:
+        leaf = event.leaf()
         self.close_checkpoints_before(event.position)
-        self.compare_stored_leaf(event)
+        self.compare_stored_leaf(event, leaf)
         self.check_chain(event)
-        self.tree.append(event.leaf())
+        self.tree.append(leaf)
         self.report.events_checked += 1
 
-    def compare_stored_leaf(self, event: LoggedEvent) -> None:
+    def compare_stored_leaf(self, event: LoggedEvent, leaf: bytes) -> None:
         while self.next_leaf is not None and self.next_leaf.position < event.position:
             missing = self.next_leaf
             self.leaf_mismatch(missing.position, missing.aggregate_id, missing.version,
@@ -99,7 +100,7 @@ class _Walk:
             return
         expected = self.next_leaf
         self.next_leaf = next(self.stored, None)
-        if expected.leaf == event.leaf().hex():
+        if expected.leaf == leaf.hex():
             return
         if (expected.aggregate_id, expected.version) != (event.aggregate_id, event.version):
             detail = (f"the checkpoint covered {expected.aggregate_id} version "
