@@ -6,16 +6,179 @@ The `type` field selects the payload model. Shapes are checked here; business ru
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 
-Code = Annotated[str, Field(min_length=3, max_length=64, examples=["tata-motors"])]
-Text = Annotated[str, Field(max_length=200)]
-LongText = Annotated[str, Field(max_length=4000)]
-Amount = Annotated[Decimal, Field(max_digits=24, decimal_places=6, allow_inf_nan=False)]
+# The limits below are the registry's promise of what it can keep: every value inside them is
+# stored, converted to UTC, projected and read back by every read-model backend (SQLite and
+# PostgreSQL), so a request is refused at the door rather than an event failing downstream.
+
+OCCURRED_AT_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+OCCURRED_AT_MAX = datetime(2199, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+# RFC 3339 date-time with an offset (seconds may be left out); at most microseconds, which is
+# what the registry keeps.
+RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:\d{2})$"
+
+# No control characters (C0, DEL, C1) anywhere; multi-line fields admit tab, LF and CR.
+ONE_LINE = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+MULTI_LINE = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+
+# Exact decimals as JSON strings: ASCII digits, an optional point, no sign, exponent, spaces
+# or separators. A JSON number would pass through a binary float in most clients.
+AMOUNT_PATTERN = r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,6})?$"
+PERCENT_PATTERN = r"^(0|[1-9][0-9]{0,2})(\.[0-9]{1,4})?$"
+
+CODE_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$"
+MAX_VERSION = 2**31 - 1
+
+
+class Sector(StrEnum):
+    ELECTRIC_VEHICLES = "electric_vehicles"
+    BATTERY_MANUFACTURING = "battery_manufacturing"
+    RECYCLING = "recycling"
+    MINERAL_PROCESSING = "mineral_processing"
+    JOINT_VENTURES_TECH_TRANSFER = "joint_ventures_tech_transfer"
+
+
+class DealFormat(StrEnum):
+    JOINT_VENTURE = "joint_venture"
+    TECHNOLOGY_TRANSFER = "technology_transfer"
+    PROCESSING_FACILITY = "processing_facility"
+    EQUITY_INVESTMENT = "equity_investment"
+
+
+class FirmKind(StrEnum):
+    MANUFACTURER = "manufacturer"
+    AUTOMAKER = "automaker"
+    BATTERY_MAKER = "battery_maker"
+    RECYCLER = "recycler"
+    MINERAL_PROCESSOR = "mineral_processor"
+    PRIVATE_EQUITY = "private_equity"
+    TRADING_HOUSE = "trading_house"
+    GOVERNMENT_BODY = "government_body"
+    OTHER = "other"
+
+
+def _decimal_text(pattern: str, what: str) -> Any:
+    syntax = re.compile(pattern)
+
+    def parse(value: Any) -> Any:
+        if not isinstance(value, str):
+            raise PydanticCustomError(
+                "decimal_string",
+                "send {what} as a JSON string such as \"1250.50\", not a number",
+                {"what": what},
+            )
+        if not syntax.fullmatch(value):
+            raise PydanticCustomError(
+                "decimal_syntax", "{what} must match {pattern}", {"what": what, "pattern": pattern}
+            )
+        return Decimal(value)
+
+    return parse
+
+
+def _in_supported_range(value: datetime) -> datetime:
+    # Compared, not converted: an offset can move year 1 or 9999 past what datetime holds.
+    if not OCCURRED_AT_MIN <= value <= OCCURRED_AT_MAX:
+        raise PydanticCustomError(
+            "datetime_range", "must be from {low} to {high} (UTC)",
+            {"low": OCCURRED_AT_MIN.isoformat(), "high": OCCURRED_AT_MAX.isoformat()},
+        )
+    return value
+
+
+def _rfc3339_text(value: Any) -> Any:
+    # Only RFC 3339 text: pydantic alone would also take Unix numbers, and round nanoseconds.
+    if not isinstance(value, str) or not re.fullmatch(RFC3339, value):
+        raise PydanticCustomError(
+            "rfc3339", "must be an RFC 3339 date-time with an offset, at most microseconds, "
+            "such as 2026-03-01T10:30:00+05:30",
+        )
+    return value
+
+
+def _plain_text(pattern: str, allowed: str) -> Any:
+    syntax = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not syntax.fullmatch(value):
+            found = next(c for c in value if not syntax.fullmatch(c))
+            raise PydanticCustomError(
+                "control_character",
+                "must not contain control characters{allowed}; found {character} at index {index}",
+                {"allowed": allowed, "character": f"U+{ord(found):04X}",
+                 "index": value.index(found)},
+            )
+        return value
+
+    return check
+
+
+# The patterns are documented for clients; the checks name the rule and the character.
+ONE_LINE_CHECK = AfterValidator(_plain_text(ONE_LINE, ""))
+MULTI_LINE_CHECK = AfterValidator(
+    _plain_text(MULTI_LINE, " other than tab, line feed and carriage return"))
+ONE_LINE_SCHEMA = {"pattern": ONE_LINE}
+MULTI_LINE_SCHEMA = {"pattern": MULTI_LINE}
+
+# One line of text, no control characters.
+Text = Annotated[str, Field(min_length=1, max_length=200, json_schema_extra=ONE_LINE_SCHEMA),
+                 ONE_LINE_CHECK]
+ShortText = Annotated[str, Field(min_length=1, max_length=100,
+                                 json_schema_extra=ONE_LINE_SCHEMA), ONE_LINE_CHECK]
+OptionalText = Annotated[str, Field(max_length=200, json_schema_extra=ONE_LINE_SCHEMA),
+                         ONE_LINE_CHECK]
+# Text that may hold tabs and line breaks, and no other control characters.
+LongText = Annotated[str, Field(max_length=4000, json_schema_extra=MULTI_LINE_SCHEMA),
+                     MULTI_LINE_CHECK]
+Reason = Annotated[str, Field(min_length=1, max_length=2000,
+                              json_schema_extra=MULTI_LINE_SCHEMA), MULTI_LINE_CHECK]
+
+Code = Annotated[str, Field(min_length=3, max_length=64, pattern=CODE_PATTERN,
+                            examples=["tata-motors"])]
+Identifier = Annotated[str, Field(min_length=1, max_length=100, pattern=ID_PATTERN)]
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_decimal_text(AMOUNT_PATTERN, "an amount")),
+    WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN, "maxLength": 25,
+                    "examples": ["72500000000.987654"],
+                    "description": "Exact decimal: up to 18 digits, a point, up to 6 digits"}),
+]
+Percent = Annotated[
+    Decimal,
+    BeforeValidator(_decimal_text(PERCENT_PATTERN, "a percentage")),
+    WithJsonSchema({"type": "string", "pattern": PERCENT_PATTERN, "maxLength": 8,
+                    "examples": ["51", "49.5"],
+                    "description": "Exact decimal percent: up to 3 digits, up to 4 after a point"}),
+]
+OccurredAt = Annotated[
+    datetime,
+    BeforeValidator(_rfc3339_text),
+    AfterValidator(_in_supported_range),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339,
+                    "examples": ["2026-03-01T10:30:00+05:30"],
+                    "description": f"RFC 3339 with an offset, at most microseconds, from "
+                                   f"{OCCURRED_AT_MIN.isoformat()} to "
+                                   f"{OCCURRED_AT_MAX.isoformat()} (UTC)"}),
+]
 
 
 class Strict(BaseModel):
@@ -25,7 +188,8 @@ class Strict(BaseModel):
 class AmountIn(Strict):
     low: Amount
     high: Amount
-    currency: str = Field(min_length=3, max_length=3, examples=["USD", "INR", "JPY"])
+    currency: str = Field(pattern=r"^[A-Z]{3}$", examples=["USD", "INR", "JPY"],
+                          description="ISO 4217 code")
 
 
 class RateIn(Strict):
@@ -39,26 +203,27 @@ class RateIn(Strict):
 class FirmRegisteredIn(Strict):
     code: Code
     name: Text
-    country: str = Field(min_length=2, max_length=2, examples=["JP", "IN"])
-    kind: str = Field(max_length=40, examples=["automaker", "private_equity"])
+    country: str = Field(pattern=r"^[A-Z]{2}$", examples=["JP", "IN"],
+                         description="ISO 3166 alpha-2 code")
+    kind: FirmKind
 
 
 class MeetingHeldIn(Strict):
     meeting_id: UUID | None = None
     title: Text
     location: Text
-    closed_door: bool = False
+    closed_door: StrictBool = False
     attendees: list[Code] = Field(max_length=500)
     government_bodies: list[Text] = Field(default=[], max_length=100)
-    sectors: list[str] = Field(default=[], max_length=10)
+    sectors: list[Sector] = Field(default=[], max_length=10)
     summary: LongText = ""
 
 
 class DealProposedIn(Strict):
     deal_id: UUID | None = None
     title: Text
-    format: str = Field(max_length=40, examples=["joint_venture"])
-    sector: str = Field(max_length=40, examples=["recycling"])
+    format: DealFormat
+    sector: Sector
     parties: list[Code] = Field(max_length=100)
     description: LongText = ""
 
@@ -68,21 +233,21 @@ class DealEventIn(Strict):
 
 
 class PledgeMadeIn(DealEventIn):
-    pledge_id: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    pledge_id: Identifier | None = None
     firm: Code
     amount: AmountIn
     rate: RateIn | None = None
 
 
 class PledgeRevisedIn(DealEventIn):
-    pledge_id: Annotated[str, Field(min_length=1, max_length=100)]
+    pledge_id: Identifier
     amount: AmountIn
     rate: RateIn | None = None
     reason: LongText = ""
 
 
 class PledgeWithdrawnIn(DealEventIn):
-    pledge_id: Annotated[str, Field(min_length=1, max_length=100)]
+    pledge_id: Identifier
     reason: LongText = ""
 
 
@@ -94,33 +259,35 @@ class TechTransferSignedIn(DealEventIn):
 
 class JointVentureFormedIn(DealEventIn):
     venture_name: Text
-    equity: dict[Code, Annotated[Decimal, Field(max_digits=9, decimal_places=4)]] = Field(
-        max_length=100, description="Percent of the venture each party owns; adds up to 100"
+    equity: dict[Code, Percent] = Field(
+        min_length=1, max_length=100,
+        description="Percent of the venture each party owns; adds up to 100",
     )
 
 
 class FacilityAnnouncedIn(DealEventIn):
     facility: Text
     location: Text
-    capacity: Text = ""
-    materials: list[Annotated[str, Field(max_length=100)]] = Field(default=[], max_length=50)
+    capacity: OptionalText = ""
+    materials: list[ShortText] = Field(default=[], max_length=50)
 
 
 class DealCancelledIn(DealEventIn):
-    reason: LongText
+    reason: Reason
 
 
 class SubmissionBase(Strict):
     event_id: str = Field(
         min_length=1,
         max_length=128,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$",
+        pattern=ID_PATTERN,
         description="The partner's unique id for this event; a retry must reuse it",
     )
-    occurred_at: AwareDatetime = Field(description="When it happened in the world")
-    expected_version: int | None = Field(
+    occurred_at: OccurredAt = Field(description="When it happened in the world")
+    expected_version: StrictInt | None = Field(
         default=None,
         ge=0,
+        le=MAX_VERSION,
         description="The aggregate version the partner last saw; a stale one gets 409",
     )
 

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, insert, select
 from starlette.concurrency import run_in_threadpool
 
@@ -35,6 +36,14 @@ class Role(StrEnum):
 CAN_WRITE = frozenset({Role.PARTNER, Role.ADMIN})
 CAN_READ = frozenset(Role)
 CAN_AUDIT = frozenset({Role.AUDITOR, Role.ADMIN})
+CAN_ADMINISTER = frozenset({Role.ADMIN})
+
+# Declares the scheme in the OpenAPI document (the Authorize button of /docs); the header is
+# read and judged by bearer_key, whose refusals name the rule that was broken.
+BEARER = HTTPBearer(
+    auto_error=False, scheme_name="ApiKey", bearerFormat="drk_…",
+    description="An API key made by `dealreg keys create`, sent as 'Authorization: Bearer KEY'",
+)
 
 key_tables = MetaData()
 api_keys = Table(
@@ -136,7 +145,10 @@ def bearer_key(request: Request) -> str:
 def require_role(store_of: Callable[[Request], ApiKeyStore], allowed: frozenset[Role]):
     """A FastAPI dependency admitting only keys whose role is in `allowed`."""
 
-    async def dependency(request: Request) -> Principal:
+    async def dependency(
+        request: Request,
+        _declared: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+    ) -> Principal:
         # Async, so that a remembered key costs no hop to a worker thread; only a key not
         # seen lately is looked up in the database, off the event loop.
         key, store = bearer_key(request), store_of(request)
@@ -162,3 +174,4 @@ def key_store_of(request: Request) -> ApiKeyStore:
 Writer = Annotated[Principal, Depends(require_role(key_store_of, CAN_WRITE))]
 Reader = Annotated[Principal, Depends(require_role(key_store_of, CAN_READ))]
 Auditor = Annotated[Principal, Depends(require_role(key_store_of, CAN_AUDIT))]
+Admin = Annotated[Principal, Depends(require_role(key_store_of, CAN_ADMINISTER))]

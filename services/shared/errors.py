@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("dealreg.http")
@@ -40,6 +41,53 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         return error_body(self.status, self.code, self.message, field=self.field,
                           rule=self.rule, **self.extra)
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    rule: str
+    message: str
+
+
+class Error(BaseModel):
+    # Some refusals add what the client needs to act on (actual_version, position, ...).
+    model_config = ConfigDict(extra="allow")
+
+    status: int = Field(ge=400, le=599)
+    code: str = Field(description="Stable machine-readable name of the refusal")
+    message: str
+    field: str | None = Field(default=None, description="Where in the request: a body path, "
+                              "a query parameter or a header")
+    rule: str | None = Field(default=None, description="The rule the field broke")
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorBody(BaseModel):
+    """What every refusal answers, whatever the endpoint."""
+
+    error: Error
+
+
+# What each status means wherever it is answered; routes list the ones they can answer.
+STATUS_MEANINGS: dict[int, str] = {
+    400: "The request is not HTTP the service can read (bad encoding)",
+    401: "No API key, or an unknown one",
+    403: "The key's role may not do this",
+    404: "What the path or body names does not exist",
+    409: "A conflict: stale expected_version, reused event_id, a state conflict, or not yet "
+         "visible (retry)",
+    413: "The body is larger than the service accepts",
+    415: "The body is not JSON (send Content-Type: application/json)",
+    422: "The request breaks a rule; the body names the field and the rule",
+    431: "The request's headers are too large",
+    503: "A dependency (database, broker) is unavailable; retry later",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these statuses, each with the one error body."""
+    return {status: {"model": ErrorBody, "description": STATUS_MEANINGS[status]}
+            for status in statuses}
 
 
 def error_body(

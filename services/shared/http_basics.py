@@ -21,8 +21,14 @@ from services.shared.errors import error_body
 log = logging.getLogger("dealreg.http")
 
 
-class BodySizeLimit:
-    """Refuses request bodies over `max_bytes` with 413 before any route parses them."""
+# Headers of more than this (names and values) are refused with 431, below the HTTP server's
+# own limit, so the refusal is ours: JSON, counted and logged.
+MAX_HEADER_BYTES = 16 * 1024
+
+
+class RequestSizeLimits:
+    """Refuses headers over MAX_HEADER_BYTES (431) and bodies over `max_bytes` (413) before
+    any route parses them."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -31,6 +37,10 @@ class BodySizeLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
+            await _refuse(send, 431, "headers_too_large",
+                          f"request headers exceed {MAX_HEADER_BYTES} bytes", "headers")
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
@@ -63,14 +73,16 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        payload = json.dumps(
-            error_body(413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes",
-                       field="body", rule="max_bytes")
-        ).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
+        await _refuse(send, 413, "payload_too_large",
+                      f"request body exceeds {self.max_bytes} bytes", "body")
+
+
+async def _refuse(send: Send, status: int, code: str, message: str, field: str) -> None:
+    payload = json.dumps(error_body(status, code, message, field=field, rule="max_bytes")).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
 
 
 class HttpMetrics:
@@ -127,7 +139,7 @@ class RequestObserver:
 
 def install_http_basics(app: FastAPI, max_body_bytes: int, metrics: HttpMetrics) -> None:
     # Added last, so outermost: a refused oversized body is still counted and logged.
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(RequestSizeLimits, max_bytes=max_body_bytes)
     app.add_middleware(RequestObserver, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import Counter, Gauge
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from contracts.submissions_v1 import Receipt, Submission
 from services.registry.api.errors import as_api_error
+from services.registry.api.json_body import JSON, NDJSON, media_type, parse_json
+from services.registry.api.request_schemas import install_request_schemas, json_request_body
 from services.registry.application.commands import RecordPartnerEvent
 from services.registry.application.handlers import RecordingService
 from services.registry.audit.routes import install_audit_api
 from services.shared.api_keys import ApiKeyStore, Writer
-from services.shared.errors import ApiError, validation_error
+from services.shared.errors import ApiError, Error, error_responses, validation_error
 from services.shared.http_basics import HttpMetrics
 
 MAX_BATCH_ITEMS = 1000
@@ -25,30 +26,48 @@ SUBMISSION = TypeAdapter(Submission)
 
 router = APIRouter(prefix="/v1", tags=["write"])
 
-ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
-    401: {"description": "No key, or an unknown key"},
-    403: {"description": "The key's role may not write"},
-    404: {"description": "The deal named by payload.deal_id does not exist"},
-    409: {"description": "Stale expected_version, reused event_id, or a state conflict"},
-    413: {"description": "Body too large"},
-    422: {"description": "Malformed body or a broken rule; the body names field and rule"},
-}
+class BatchItemAnswer(BaseModel):
+    """What `POST /v1/events` would have answered this item: a receipt, or an error."""
+
+    index: int = Field(ge=0, description="The item's place in the batch, from 0")
+    status: int = Field(description="201, or the status of the item's refusal")
+    receipt: Receipt | None = None
+    error: Error | None = None
+
+
+class BatchAnswer(BaseModel):
+    items: list[BatchItemAnswer]
+    recorded: int = Field(ge=0, description="Items recorded now (not replays)")
+    failed: int = Field(ge=0, description="Items refused")
+
+
+WRITE_ERRORS = error_responses(400, 401, 403, 409, 413, 415, 422, 431, 503)
+
+
+def submission_of(item: Any) -> Any:
+    """The validated submission in a parsed JSON value, or the 422 naming what is wrong."""
+    try:
+        return SUBMISSION.validate_python(item)
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from None
 
 
 @router.post(
-    "/events", status_code=201, response_model=Receipt, responses=ERROR_RESPONSES,
-    summary="Record a partner event",
+    "/events", status_code=201, response_model=Receipt,
+    responses={**WRITE_ERRORS, **error_responses(404),
+               200: {"model": Receipt, "description": "Unused: a retry answers 201 too"}},
+    summary="Record a partner event", openapi_extra=json_request_body("Submission"),
 )
-def record_event(
-    request: Request,
-    principal: Writer,
-    submission: Annotated[Submission, Body()],
-) -> Response:
-    """Record one event. `type` selects the payload. A retry with the same `event_id` and body
-    returns the original receipt (with `replayed: true`); the same id with another body is 409."""
+async def record_event(request: Request, principal: Writer) -> Response:
+    """Record one event. `type` selects the payload. A retry with the same `event_id` and the
+    same meaning returns the original receipt (201, `replayed: true`), even while the first
+    attempt is in flight; the same id with another meaning is 409 `event_id_reused`."""
+    media_type(request, (JSON,))
+    submission = submission_of(parse_json(await request.body()))
     service: RecordingService = request.app.state.recording_service
     try:
-        receipt = service.record(RecordPartnerEvent(principal.name, submission))
+        receipt = await run_in_threadpool(
+            service.record, RecordPartnerEvent(principal.name, submission))
     except Exception as exc:  # noqa: BLE001 - translated or re-raised by as_api_error
         raise as_api_error(exc) from exc
     headers = {"X-Log-Position": str(receipt.position)}
@@ -61,19 +80,16 @@ def record_event(
 
 
 @router.post(
-    "/events/batch", responses=ERROR_RESPONSES, summary="Record many partner events",
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"type": "array", "maxItems": MAX_BATCH_ITEMS,
-                                        "items": {"type": "object", "description":
-                                                  "one event, as POST /v1/events takes it"}}},
-        "application/x-ndjson": {"schema": {"type": "string"}},
-    }}},
+    "/events/batch", response_model=BatchAnswer, responses=WRITE_ERRORS,
+    summary="Record many partner events",
+    openapi_extra=json_request_body("Submission", batch_of=MAX_BATCH_ITEMS),
 )
 async def record_events(request: Request, principal: Writer) -> dict[str, Any]:
     """Record up to 1,000 events, in order, from a JSON array or NDJSON (one event per line).
     Each item is answered on its own, exactly as `POST /v1/events` would answer it: a bad item
     never stops the others, and a retried batch replays the items already recorded."""
-    items = _batch_items(await request.body(), request.headers.get("content-type", ""))
+    kind = media_type(request, (JSON, NDJSON))
+    items = _batch_items(await request.body(), kind)
     answers: dict[int, dict[str, Any]] = {}
     valid: dict[int, Any] = {}
     for index, item in enumerate(items):
@@ -100,22 +116,16 @@ async def record_events(request: Request, principal: Writer) -> dict[str, Any]:
     return {"items": ordered, "recorded": recorded, "failed": failed}
 
 
-def _batch_items(body: bytes, content_type: str) -> list[Any]:
-    if "ndjson" in content_type:
-        lines = [line for line in body.splitlines() if line.strip()]
-        items: list[Any] = []
-        for number, line in enumerate(lines, start=1):
-            try:
-                items.append(json.loads(line))
-            except ValueError:
-                raise ApiError(422, "invalid_request", f"line {number} is not JSON",
-                               field=f"line {number}", rule="json") from None
+def _batch_items(body: bytes, kind: str) -> list[Any]:
+    if kind == NDJSON:
+        lines = [line for line in body.split(b"\n") if line.strip()]
+        if len(lines) > MAX_BATCH_ITEMS:
+            raise ApiError(422, "invalid_request", f"at most {MAX_BATCH_ITEMS} events per batch",
+                           field="body", rule="max_items")
+        items = [parse_json(line, field=f"line {number}")
+                 for number, line in enumerate(lines, start=1)]
     else:
-        try:
-            items = json.loads(body)
-        except ValueError:
-            raise ApiError(422, "invalid_request", "the body is not JSON", field="body",
-                           rule="json") from None
+        items = parse_json(body)
         if not isinstance(items, list):
             raise ApiError(422, "invalid_request", "send a JSON array of events (or NDJSON)",
                            field="body", rule="array")
@@ -151,4 +161,5 @@ def install_write_api(
     app.state.recording_service = service
     app.state.events_recorded = events_recorded
     app.include_router(router)
+    install_request_schemas(app, {"Submission": SUBMISSION})
     install_audit_api(app, service.store)

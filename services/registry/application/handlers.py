@@ -10,8 +10,6 @@ together.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +44,7 @@ from services.registry.application.errors import (
     VersionConflict,
 )
 from services.registry.application.group_commit import GroupCommitter
+from services.registry.application.idempotency import earlier_fingerprints, fingerprint
 from services.registry.application.rates import DEFAULT_RATES, ReferenceRates
 from services.registry.application.unit_of_work import UnitOfWork
 from services.registry.domain.deal import Deal
@@ -61,11 +60,6 @@ from services.registry.domain.values import AmountRange, UsdConversion
 # aggregate all succeed; the jittered pause keeps the losers from colliding again at once.
 SAVE_ATTEMPTS = 32
 BACKOFF_SECONDS = 0.002
-
-
-def fingerprint(submission: AnySubmission) -> str:
-    body = json.dumps(submission.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
 REFUSALS = (DomainError, AlreadyExists, NotFound, VersionConflict, IdempotencyConflict)
@@ -127,13 +121,24 @@ class RecordingService:
     def record(self, command: RecordPartnerEvent) -> Receipt:
         """Record one partner event, or answer a retry of it with its original receipt."""
         for _ in range(SAVE_ATTEMPTS):
-            decision = self._decide(UnitOfWork(self.store), command)
+            try:
+                decision = self._decide(UnitOfWork(self.store), command)
+            except REFUSALS:
+                # A refusal can be stale: an identical request in flight may have recorded this
+                # very event since we looked for its receipt ("pledge ... already exists").
+                replay = self._replay_if_recorded(command)
+                if replay is not None:
+                    return replay
+                raise
             if isinstance(decision, Receipt):
                 return decision
             try:
                 recordings = self.committer.save_events(decision.events)
             except IntegrityError:
-                if decision.creates and self._stored_receipt(decision.receipt_id) is None:
+                replay = self._replay_if_recorded(command)
+                if replay is not None:
+                    return replay
+                if decision.creates:
                     raise AlreadyExists("payload", f"{decision.type} target "
                                         f"{decision.aggregate_id}") from None
                 time.sleep(random.uniform(0, BACKOFF_SECONDS))
@@ -162,10 +167,14 @@ class RecordingService:
                 outcomes.append(decided_at[rid] if same
                                 else IdempotencyConflict(submission.event_id))
                 continue
+            command = RecordPartnerEvent(principal, submission)
             try:
-                decision = self._decide(uow, RecordPartnerEvent(principal, submission))
+                decision = self._decide(uow, command)
             except REFUSALS as exc:
-                outcomes.append(exc)
+                try:  # stale, if an identical request in flight recorded it meanwhile
+                    outcomes.append(self._replay_if_recorded(command) or exc)
+                except IdempotencyConflict as conflict:
+                    outcomes.append(conflict)
                 continue
             if isinstance(decision, Decision):
                 decided_at[rid] = len(outcomes)
@@ -201,7 +210,7 @@ class RecordingService:
         rid = receipt_id(command.principal, submission.event_id)
         earlier = self._stored_receipt(rid) if uow.exists(rid) else None
         if earlier is not None:
-            return self._replay(earlier, print_)
+            return self._replay(earlier, submission)
         provenance = Provenance(
             occurred_at=submission.occurred_at,
             recorded_by=command.principal,
@@ -243,8 +252,14 @@ class RecordingService:
         except AggregateNotFoundError:
             return None
 
-    def _replay(self, receipt: IngestionReceipt, print_: str) -> Receipt:
-        if receipt.request_fingerprint != print_:
+    def _replay_if_recorded(self, command: RecordPartnerEvent) -> Receipt | None:
+        """The original receipt if this event has been recorded by now, else None."""
+        earlier = self._stored_receipt(receipt_id(command.principal, command.submission.event_id))
+        return None if earlier is None else self._replay(earlier, command.submission)
+
+    def _replay(self, receipt: IngestionReceipt, submission: AnySubmission) -> Receipt:
+        recorded = receipt.request_fingerprint
+        if recorded != fingerprint(submission) and recorded not in earlier_fingerprints(submission):
             raise IdempotencyConflict(receipt.partner_event_id)
         position = self.store.log_position_of(receipt.aggregate_id, receipt.aggregate_version)
         assert position is not None, "a receipt is saved with its event"
@@ -319,7 +334,8 @@ class RecordingService:
         return Meeting.hold(
             self._new_aggregate_id(uow, s.payload.meeting_id, "meeting", p),
             s.payload.title, s.payload.location, s.payload.closed_door, s.payload.attendees,
-            s.payload.government_bodies, s.payload.sectors, s.payload.summary, p,
+            s.payload.government_bodies, [str(sector) for sector in s.payload.sectors],
+            s.payload.summary, p,
         )
 
     def _propose_deal(
