@@ -11,6 +11,12 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && command -v pg_ctlcluster 
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
 fi
 
+# The browser tests drive Debian's Chromium (never a downloaded browser): install it if missing.
+if ! command -v chromium >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q chromium
+fi
+
 # Static checks first: they take seconds and name the line.
 .venv/bin/ruff check .
 .venv/bin/mypy

@@ -54,8 +54,7 @@ def submission_of(item: Any) -> Any:
 
 @router.post(
     "/events", status_code=201, response_model=Receipt,
-    responses={**WRITE_ERRORS, **error_responses(404),
-               200: {"model": Receipt, "description": "Unused: a retry answers 201 too"}},
+    responses={**WRITE_ERRORS, **error_responses(404)},
     summary="Record a partner event", openapi_extra=json_request_body("Submission"),
 )
 async def record_event(request: Request, principal: Writer) -> Response:
