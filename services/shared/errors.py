@@ -17,6 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("dealreg.http")
 
+# What a client gets for an error no handler knew: the service could not do it, retry later.
+UNEXPECTED_STATUS = 503
+
 
 class ApiError(Exception):
     """An error with its HTTP status, raised anywhere below a route."""
@@ -162,4 +165,5 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug or an outage below us: log it whole, tell the client only what it can act on.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(503, "unavailable", "the service could not complete the request")
+        return error_response(UNEXPECTED_STATUS, "unavailable",
+                              "the service could not complete the request")

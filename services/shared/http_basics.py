@@ -16,7 +16,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.shared.errors import error_body
+from services.shared.errors import UNEXPECTED_STATUS, error_body
 
 log = logging.getLogger("dealreg.http")
 
@@ -115,7 +115,9 @@ class RequestObserver:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        # An exception leaving the app is answered outside this layer (the error handlers'
+        # catch-all, at Starlette's outermost middleware): count what the client gets there.
+        status = UNEXPECTED_STATUS
 
         async def observed_send(message: Message) -> None:
             nonlocal status
