@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 
 from contracts.events_v1 import PAYLOAD_MODELS, SCHEMA_VERSION, EventEnvelope, EventType
 from contracts.submissions_v1 import Receipt, Submission
+from contracts.untranslatable_v1 import UNTRANSLATABLE_HEADER, UntranslatableEvent
 
 CONTRACTS_DIR = Path(__file__).resolve().parent
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -34,6 +35,7 @@ VERSION_DIR = f"schemas/v{SCHEMA_VERSION}"
 ENVELOPE_FILE = f"{VERSION_DIR}/envelope.json"
 SUBMISSION_FILE = f"{VERSION_DIR}/submission.json"
 RECEIPT_FILE = f"{VERSION_DIR}/receipt.json"
+UNTRANSLATABLE_FILE = f"{VERSION_DIR}/untranslatable_event.json"
 ASYNCAPI_FILE = "asyncapi.yaml"
 
 REGENERATE = "python -m contracts.schema_export"
@@ -164,6 +166,28 @@ def _event_message(event_type: EventType) -> dict[str, Any]:
     }
 
 
+def untranslatable_schema() -> dict[str, Any]:
+    return _with_dialect(UntranslatableEvent.model_json_schema())
+
+
+def _untranslatable_message() -> dict[str, Any]:
+    return {
+        "name": "untranslatable_event",
+        "title": "UntranslatableEvent",
+        "summary": "Stands in for a stored event the relay could not translate.",
+        "description": "Published in the event's place, keyed by its aggregate id, with the "
+        f"header `{UNTRANSLATABLE_HEADER}: 1`, so the relay never stalls and the aggregate's "
+        "order is kept. Consumers park it against the aggregate (its later events wait) "
+        "until it is retried from the registry's log after a fix.",
+        "contentType": "application/json",
+        "headers": {"type": "object", "properties": {
+            UNTRANSLATABLE_HEADER: {"type": "string", "const": "1"}},
+            "required": [UNTRANSLATABLE_HEADER]},
+        "payload": {"$ref": UNTRANSLATABLE_FILE},
+        "bindings": _kafka_message_binding(),
+    }
+
+
 def _dead_letter_message() -> dict[str, Any]:
     return {
         "name": "dead_letter",
@@ -185,8 +209,9 @@ def _dead_letter_message() -> dict[str, Any]:
 def asyncapi_document() -> dict[str, Any]:
     """The AsyncAPI 3.0 description of the event topic and its dead-letter topic."""
     types = list(EventType)
-    event_message_refs = {t.value: {"$ref": f"#/components/messages/{t.value}"} for t in types}
-    channel_message_refs = [{"$ref": f"#/channels/events/messages/{t.value}"} for t in types]
+    names = [*(t.value for t in types), "untranslatable_event"]
+    event_message_refs = {name: {"$ref": f"#/components/messages/{name}"} for name in names}
+    channel_message_refs = [{"$ref": f"#/channels/events/messages/{name}"} for name in names]
     dlq_ref = [{"$ref": "#/channels/deadLetters/messages/dead_letter"}]
     return {
         "asyncapi": "3.0.0",
@@ -247,6 +272,7 @@ def asyncapi_document() -> dict[str, Any]:
         "components": {
             "messages": {
                 **{t.value: _event_message(t) for t in types},
+                "untranslatable_event": _untranslatable_message(),
                 "dead_letter": _dead_letter_message(),
             },
         },
@@ -277,6 +303,7 @@ def generated_files() -> dict[str, str]:
     files[ENVELOPE_FILE] = render_json(envelope_schema())
     files[SUBMISSION_FILE] = render_json(submission_schema())
     files[RECEIPT_FILE] = render_json(receipt_schema())
+    files[UNTRANSLATABLE_FILE] = render_json(untranslatable_schema())
     files[ASYNCAPI_FILE] = render_asyncapi(asyncapi_document())
     return dict(sorted(files.items()))
 

@@ -7,7 +7,7 @@ The `type` field selects the payload model. Shapes are checked here; business ru
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -23,17 +23,15 @@ from pydantic import (
     StrictInt,
     WithJsonSchema,
 )
+from pydantic.json_schema import JsonDict
 from pydantic_core import PydanticCustomError
+
+from contracts.moments import DATETIME_WITH_OFFSET_PATTERN, EARLIEST_DATE, LATEST_DATE
 
 # The limits below are the registry's promise of what it can keep: every value inside them is
 # stored, converted to UTC, projected and read back by every read-model backend (SQLite and
 # PostgreSQL), so a request is refused at the door rather than an event failing downstream.
 
-OCCURRED_AT_MIN = datetime(1900, 1, 1, tzinfo=UTC)
-OCCURRED_AT_MAX = datetime(2199, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
-# RFC 3339 date-time with an offset (seconds may be left out); at most microseconds, which is
-# what the registry keeps.
-RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:\d{2})$"
 
 # No control characters (C0, DEL, C1) anywhere; multi-line fields admit tab, LF and CR.
 ONE_LINE = r"^[^\u0000-\u001f\u007f-\u009f]*$"
@@ -95,22 +93,15 @@ def _decimal_text(pattern: str, what: str) -> Any:
     return parse
 
 
-def _in_supported_range(value: datetime) -> datetime:
-    # Compared, not converted: an offset can move year 1 or 9999 past what datetime holds.
-    if not OCCURRED_AT_MIN <= value <= OCCURRED_AT_MAX:
+def _datetime_text(value: Any) -> Any:
+    # Only the published pattern: pydantic alone would also take Unix numbers, round
+    # nanoseconds, and take year 1 with an offset that no conversion to UTC survives.
+    if not isinstance(value, str) or not re.fullmatch(DATETIME_WITH_OFFSET_PATTERN, value):
         raise PydanticCustomError(
-            "datetime_range", "must be from {low} to {high} (UTC)",
-            {"low": OCCURRED_AT_MIN.isoformat(), "high": OCCURRED_AT_MAX.isoformat()},
-        )
-    return value
-
-
-def _rfc3339_text(value: Any) -> Any:
-    # Only RFC 3339 text: pydantic alone would also take Unix numbers, and round nanoseconds.
-    if not isinstance(value, str) or not re.fullmatch(RFC3339, value):
-        raise PydanticCustomError(
-            "rfc3339", "must be an RFC 3339 date-time with an offset, at most microseconds, "
-            "such as 2026-03-01T10:30:00+05:30",
+            "datetime_format", "must be an RFC 3339 date-time dated {earliest} to {latest}, "
+            "with seconds (at most microseconds) and an offset, such as "
+            "2026-03-01T10:30:00+05:30",
+            {"earliest": EARLIEST_DATE, "latest": LATEST_DATE},
         )
     return value
 
@@ -171,14 +162,30 @@ Percent = Annotated[
 ]
 OccurredAt = Annotated[
     datetime,
-    BeforeValidator(_rfc3339_text),
-    AfterValidator(_in_supported_range),
-    WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339,
+    BeforeValidator(_datetime_text),
+    WithJsonSchema({"type": "string", "format": "date-time",
+                    "pattern": DATETIME_WITH_OFFSET_PATTERN,
                     "examples": ["2026-03-01T10:30:00+05:30"],
-                    "description": f"RFC 3339 with an offset, at most microseconds, from "
-                                   f"{OCCURRED_AT_MIN.isoformat()} to "
-                                   f"{OCCURRED_AT_MAX.isoformat()} (UTC)"}),
+                    "description": f"RFC 3339 (seconds and offset required, at most "
+                                   f"microseconds), dated {EARLIEST_DATE} to {LATEST_DATE}"}),
 ]
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 1.0 as an integer; the parser reads it as a Decimal. Booleans and
+    # strings stay refused (StrictInt), and so do fractions.
+    if isinstance(value, Decimal) and value.is_finite() and value.adjusted() < 19 \
+            and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+Version = Annotated[StrictInt, Field(ge=0, le=MAX_VERSION), BeforeValidator(_integral)]
+# pydantic states a dict's key pattern only as patternProperties, which admit other keys too.
+FIRM_CODE_KEYS: JsonDict = {"additionalProperties": False, "propertyNames": {
+    "pattern": CODE_PATTERN, "minLength": 3, "maxLength": 64}}
+# Repeats are refused by the registry's rules; the schema says so to clients.
+UNIQUE: JsonDict = {"uniqueItems": True}
 
 
 class Strict(BaseModel):
@@ -213,7 +220,7 @@ class MeetingHeldIn(Strict):
     title: Text
     location: Text
     closed_door: StrictBool = False
-    attendees: list[Code] = Field(max_length=500)
+    attendees: list[Code] = Field(min_length=1, max_length=500, json_schema_extra=UNIQUE)
     government_bodies: list[Text] = Field(default=[], max_length=100)
     sectors: list[Sector] = Field(default=[], max_length=10)
     summary: LongText = ""
@@ -224,7 +231,7 @@ class DealProposedIn(Strict):
     title: Text
     format: DealFormat
     sector: Sector
-    parties: list[Code] = Field(max_length=100)
+    parties: list[Code] = Field(min_length=1, max_length=100, json_schema_extra=UNIQUE)
     description: LongText = ""
 
 
@@ -260,7 +267,7 @@ class TechTransferSignedIn(DealEventIn):
 class JointVentureFormedIn(DealEventIn):
     venture_name: Text
     equity: dict[Code, Percent] = Field(
-        min_length=1, max_length=100,
+        min_length=2, max_length=100, json_schema_extra=FIRM_CODE_KEYS,
         description="Percent of the venture each party owns; adds up to 100",
     )
 
@@ -284,10 +291,8 @@ class SubmissionBase(Strict):
         description="The partner's unique id for this event; a retry must reuse it",
     )
     occurred_at: OccurredAt = Field(description="When it happened in the world")
-    expected_version: StrictInt | None = Field(
+    expected_version: Version | None = Field(
         default=None,
-        ge=0,
-        le=MAX_VERSION,
         description="The aggregate version the partner last saw; a stale one gets 409",
     )
 

@@ -78,7 +78,7 @@ def _rebuild_feed(args: argparse.Namespace, settings: Settings, live: Any) -> An
         source = "kafka" if settings.kafka_topic in fed_from else "log"
     if source == "kafka":
         return KafkaFeed(consumer_config(settings))
-    from services.registry.relay.contract_events import envelopes_from
+    from services.embedded.projection_feed import log_entries
 
     if settings.database_url is None and not (settings.data_dir / "events.db").exists():
         raise DependencyUnavailable(f"no event store in {settings.data_dir} (events.db)")
@@ -86,7 +86,7 @@ def _rebuild_feed(args: argparse.Namespace, settings: Settings, live: Any) -> An
 
     def read_page(after: int, until: int, limit: int) -> tuple[list[Any], int | None]:
         page = [n for n in store.read_log(after=after, limit=limit) if n.id <= until]
-        return envelopes_from(page, store.mapper), (page[-1].id if page else None)
+        return log_entries(page, store), (page[-1].id if page else None)
 
     return LogFeed(read_page, store.close, page_size=args.page_size)
 
@@ -123,6 +123,91 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> int:
         return 1
     print(f"all {len(report.tables)} tables equal; {done}")
     return 0
+
+
+def _parked_projector(args: argparse.Namespace) -> Any:
+    """The live read model's projector, for its parked events (embedded: --data-dir;
+    distributed: DEALREG_READ_DATABASE_URL, else DEALREG_DATABASE_URL)."""
+    from sqlalchemy import inspect
+
+    from services.projections.projectors.read_model_projector import ReadModelProjector
+    from services.projections.read_model.tables import parked_events
+
+    settings = _settings(args)
+    if settings.read_database_url is None and settings.database_url is None \
+            and not (settings.data_dir / "read.db").exists():
+        raise DependencyUnavailable(f"no read model in {settings.data_dir} (read.db)")
+    engine = create_sql_engine(settings.read_model_url())
+    check_reachable(engine, "the read-model database")
+    if not inspect(engine).has_table(parked_events.name):
+        raise DependencyUnavailable(
+            "the read model has no table of parked events: start its service once")
+    return ReadModelProjector(engine)
+
+
+def cmd_projections_parked_list(args: argparse.Namespace) -> int:
+    from services.projections.query_api.parked_routes import ParkedEventView
+    from services.projections.read_model.tables import ParkedState
+
+    projector = _parked_projector(args)
+    try:
+        page = projector.parked.page(limit=args.limit, offset=args.offset)
+    finally:
+        projector.engine.dispose()
+    if args.json:
+        import json
+
+        print(json.dumps([ParkedEventView.of(e).model_dump(mode="json") for e in page.items],
+                         indent=2))
+        return 0
+    for event in page.items:
+        print(event.describe())
+    failed = sum(1 for e in page.items if e.state is ParkedState.FAILED)
+    shown = f"; showing {len(page.items)} from {args.offset}" \
+        if len(page.items) < page.total else ""
+    print(f"{page.total} parked events{shown}" + (
+        f" ({failed} failed, {len(page.items) - failed} waiting behind them)"
+        if page.items else ""))
+    return 0
+
+
+def cmd_projections_parked_retry(args: argparse.Namespace) -> int:
+    from services.projections.query_api.parked_routes import retry_report
+
+    projector = _parked_projector(args)
+    store = None
+    try:
+        if args.id is not None and projector.parked.get(args.id) is None:
+            print(f"error: no parked event {args.id}", file=sys.stderr)
+            return 2
+        reread = None
+        settings = _settings(args)
+        if settings.database_url is not None or (settings.data_dir / "events.db").exists():
+            # The log is at hand: an event parked because it could not be translated is
+            # read and translated again, so a fixed translation applies it.
+            from services.embedded.projection_feed import reread_from_log
+            from services.registry.adapters.event_store import open_event_store
+
+            store = open_event_store(settings)
+            reread = reread_from_log(store)
+        outcomes = projector.retry_parked(args.id, reread)
+    finally:
+        if store is not None:
+            store.close()
+        projector.engine.dispose()
+    report = retry_report(outcomes)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+    else:
+        for outcome in outcomes:
+            event = outcome.event
+            what = f"#{event.id} (position {event.position or '-'}, aggregate " \
+                f"{event.aggregate_id or '-'} version {event.aggregate_version or '-'})"
+            print(f"applied {what}" if outcome.applied
+                  else f"still parked {what}: {outcome.reason}")
+        print(f"retried {len(outcomes)} parked events: {report.applied} applied, "
+              f"{report.still_parked} still parked")
+    return 0 if report.still_parked == 0 else 1
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -267,9 +352,44 @@ def cmd_audit_verify_export(args: argparse.Namespace) -> int:
     return 1
 
 
+def _add_parked(actions: Any) -> None:
+    parked = actions.add_parser(
+        "parked", help="events the read model could not apply: list, retry after a fix",
+        description="Events the read model could not apply are parked with their reason; "
+        "the later events of their aggregate wait behind them. Works in both modes: "
+        "--data-dir for embedded mode, the DEALREG_* settings for distributed mode.")
+    parked_commands = parked.add_subparsers(dest="parked_command", required=True)
+    listing = parked_commands.add_parser(
+        "list", help="list parked events, oldest first; exit 0",
+        description="List parked events, oldest first, one line each: id, state (failed, "
+        "or waiting behind a failed one), position, source offset, type, aggregate, reason. "
+        "Exit 0; 2 if the read model cannot be reached.")
+    listing.add_argument("--limit", type=int, default=500)
+    listing.add_argument("--offset", type=int, default=0)
+    listing.add_argument("--json", action="store_true", help="print the events as JSON")
+    listing.set_defaults(run=cmd_projections_parked_list)
+    retry = parked_commands.add_parser(
+        "retry", help="re-apply parked events after a fix; exit 1 if any stay parked",
+        description="Re-apply the parked events of one aggregate (that of event ID) or of "
+        "all, in version order, through the live projector's path and lock (safe while the "
+        "service runs). Applied events leave the list; one that fails again stays, with the "
+        "new reason, and its aggregate's later events keep waiting. Exit 0 if every retried "
+        "event was applied, 1 if some stay parked, 2 if ID is unknown or the read model "
+        "cannot be reached.")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", type=int, help="a parked event's id (from list)")
+    which.add_argument("--all", action="store_true", help="every parked event")
+    retry.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    retry.set_defaults(run=cmd_projections_parked_retry)
+    for command in (listing, retry):
+        command.add_argument("--data-dir", help="folder for SQLite files (DEALREG_DATA_DIR)")
+
+
 def _add_rebuild(projections: argparse.ArgumentParser) -> None:
-    actions = projections.add_subparsers(dest="projections_command", metavar="{rebuild}",
+    actions = projections.add_subparsers(dest="projections_command",
+                                         metavar="{rebuild,parked}",
                                          help="without one: run the service")
+    _add_parked(actions)
     rebuild = actions.add_parser(
         "rebuild", help="rebuild every read model from the beginning, compare, switch",
         description="Rebuild every read model from position 0 into fresh tables, print a "

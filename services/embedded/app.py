@@ -7,8 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.embedded.projection_feed import EmbeddedProjectionFeed, FeedProcess, FeedThread
+from services.embedded.projection_feed import (
+    EmbeddedProjectionFeed,
+    FeedProcess,
+    FeedThread,
+    reread_from_log,
+)
 from services.projections.projectors.read_model_projector import ReadModelProjector
+from services.projections.query_api.parked_routes import install_parked_api
 from services.projections.query_api.routes import install_read_api
 from services.projections.read_model.queries import ReadModelQueries
 from services.projections.read_model.tables import create_read_schema
@@ -41,7 +47,7 @@ def create_embedded_app(settings: Settings) -> FastAPI:
     feed: FeedThread | FeedProcess
     if settings.projection_worker == "process":
         # Catch up before serving, so the first reads are complete; then follow elsewhere.
-        EmbeddedProjectionFeed(store, projector).catch_up()
+        EmbeddedProjectionFeed(store, projector).catch_up_at_start()
         feed = FeedProcess(settings, projector.applied)
     else:
         feed = FeedThread(EmbeddedProjectionFeed(
@@ -64,7 +70,9 @@ def create_embedded_app(settings: Settings) -> FastAPI:
     app = create_service_app(
         "Deal Registry", DESCRIPTION, settings, metrics,
         {"event_store": store.head_position, "read_model": projector.position}, lifespan,
+        report={"parked_events": projector.parked.count},
     )
     install_write_api(app, recording_service, key_store, metrics, on_recorded=feed.wake)
     install_read_api(app, ReadModelQueries(read_engine), key_store, metrics, projector.applied)
+    install_parked_api(app, projector, metrics, reread_from_log(store))
     return app

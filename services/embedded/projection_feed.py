@@ -1,7 +1,9 @@
 """Embedded mode: the read models follow the registry's log directly, with no broker between.
 
 The log is read in pages, translated to contract envelopes, and applied with the position in
-one transaction, so a restart resumes exactly where the read model's position says.
+one transaction, so a restart resumes exactly where the read model's position says. A stored
+event that cannot be translated or applied is parked (see `projectors.parking`) and the feed
+goes on; a lost database connection is retried with backoff.
 """
 
 from __future__ import annotations
@@ -10,13 +12,19 @@ import logging
 import multiprocessing
 import os
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
+from eventsourcing.persistence import Notification
+
+from contracts.events_v1 import EventEnvelope
+from services.projections.projectors.failures import is_transient
+from services.projections.projectors.parking import ParkedEvent, SourceEntry, Unreadable
 from services.projections.projectors.read_model_projector import ReadModelProjector
 from services.projections.read_model.progress import LOG_SOURCE, AppliedPosition, SourceProgress
 from services.registry.adapters.event_store import DealRegistryStore, open_event_store
 from services.registry.adapters.log_notifications import listen_for_appends
-from services.registry.relay.contract_events import envelopes_from
+from services.registry.relay.contract_events import Untranslatable, translated
 from services.shared.database import create_sql_engine
 from services.shared.log_setup import configure_logging
 from services.shared.settings import Settings
@@ -25,6 +33,48 @@ log = logging.getLogger("dealreg.projection_feed")
 
 COALESCE_SECONDS = 0.002
 STARTUP_TIMEOUT_SECONDS = 60
+FIRST_BACKOFF_SECONDS = 0.1
+MAX_BACKOFF_SECONDS = 5.0
+
+
+def log_entries(notifications: list[Notification], store: DealRegistryStore
+                ) -> list[SourceEntry]:
+    """The log's entries as the projector takes them: envelopes, or what could not be
+    translated (parked against its aggregate, so the aggregate's later events wait)."""
+    entries = []
+    for item in translated(notifications, store.mapper):
+        if isinstance(item, EventEnvelope):
+            entries.append(SourceEntry.of_log(item))
+            continue
+        entries.append(SourceEntry(LOG_SOURCE, 0, item.position, unreadable=unreadable(item)))
+    return entries
+
+
+def unreadable(item: Untranslatable) -> Unreadable:
+    return Unreadable(
+        reason=item.reason, raw=item.stored_state, position=item.position,
+        aggregate_id=item.aggregate_id, aggregate_version=item.aggregate_version,
+        event_type=item.stored_type,
+    )
+
+
+def reread_from_log(store: DealRegistryStore) -> Callable[[ParkedEvent], SourceEntry | None]:
+    """For retrying a parked event: its stored event read and translated again, e.g. after
+    a fix of the translation; None if the log has no event at its position."""
+
+    def reread(event: ParkedEvent) -> SourceEntry | None:
+        if event.position is None:
+            return None
+        found = [n for n in store.read_log(after=event.position - 1, limit=1)
+                 if n.id == event.position]
+        entries = log_entries(found, store)
+        if not entries:
+            return None
+        entry = entries[0]
+        return SourceEntry(event.source, event.partition, event.offset, entry.envelope,
+                           entry.unreadable)
+
+    return reread
 
 
 class EmbeddedProjectionFeed:
@@ -51,10 +101,20 @@ class EmbeddedProjectionFeed:
             notifications = list(self.store.read_log(after=self._read_to, limit=self.page_size))
             if not notifications:
                 return self._read_to
-            envelopes = envelopes_from(notifications, self.store.mapper)
             read_to = notifications[-1].id
-            self.projector.apply(envelopes, [SourceProgress.of_log(read_to)])
+            self.projector.project(log_entries(notifications, self.store),
+                                   [SourceProgress.of_log(read_to)])
             self._read_to = read_to
+
+    def catch_up_at_start(self) -> None:
+        """Catch up before serving, so the first reads are complete; a failure here (a
+        database that does not answer yet) is logged and left to the follower's retries, so
+        the service starts whatever the state of the log."""
+        try:
+            self.catch_up()
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("catching up at start failed, the feed retries: %s: %s",
+                        type(exc).__name__, exc)
 
     def follow(self, wake: Signal, stop: Signal) -> None:
         """Catch up whenever `wake` is set, or every `poll_seconds`, until `stop` is set.
@@ -69,6 +129,7 @@ class EmbeddedProjectionFeed:
                 listener.stop()
 
     def _follow(self, wake: Signal, stop: Signal) -> None:
+        backoff = FIRST_BACKOFF_SECONDS
         while not stop.is_set():
             if wake.is_set():
                 # Let concurrent writers land, so one transaction applies all of them.
@@ -76,9 +137,19 @@ class EmbeddedProjectionFeed:
             wake.clear()
             try:
                 self.catch_up()
-            except Exception:  # noqa: BLE001 - keep following; the next round retries
-                log.exception("projection feed failed; retrying")
-                stop.wait(1.0)
+                backoff = FIRST_BACKOFF_SECONDS
+            except Exception as exc:  # noqa: BLE001 - keep following; the next round retries
+                # Data the projector cannot apply is parked, not raised: what arrives here is
+                # the database or the log being unavailable, which passes.
+                if is_transient(exc):
+                    log.warning("projection feed: database unavailable, retrying in %.1fs: "
+                                "%s: %s", backoff, type(exc).__name__, exc)
+                else:
+                    log.exception("projection feed failed; retrying in %.1fs", backoff)
+                self._read_to = None  # look at the stored progress again
+                stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
             wake.wait(self.poll_seconds)
 
 
@@ -104,7 +175,7 @@ class FeedThread:
         )
 
     def start(self) -> None:
-        self.feed.catch_up()
+        self.feed.catch_up_at_start()
         self._thread.start()
 
     def wake(self) -> None:

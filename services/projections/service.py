@@ -16,6 +16,7 @@ from services.projections.consumer.kafka_consumer import (
     ProjectionConsumer,
 )
 from services.projections.projectors.read_model_projector import ReadModelProjector
+from services.projections.query_api.parked_routes import install_parked_api
 from services.projections.query_api.routes import install_read_api
 from services.projections.read_model.queries import ReadModelQueries
 from services.projections.read_model.tables import create_read_schema
@@ -79,13 +80,17 @@ def create_projection_app(settings: Settings) -> FastAPI:
     app = create_service_app(
         "Deal Registry: projections", DESCRIPTION, settings, metrics,
         {"read_model": projector.position, "broker": broker_reachable}, lifespan,
+        report={"parked_events": projector.parked.count},
     )
     Gauge("dealreg_events_applied", "Events applied by this process",
           registry=metrics.registry).set_function(lambda: consumer.stats.applied)
-    Gauge("dealreg_events_dead_lettered", "Events sent to the dead-letter topic",
+    Gauge("dealreg_events_dead_lettered", "Parked events copied to the dead-letter topic",
           registry=metrics.registry).set_function(lambda: consumer.stats.dead_lettered)
     metrics.registry.register(ConsumerLag(consumer.stats))
 
     install_read_api(app, ReadModelQueries(read_engine), key_store, metrics, projector.applied)
+    # The projections may not import the registry, so a retry here cannot re-read the log:
+    # an untranslatable event is retried by `dealreg projections parked retry`, which can.
+    install_parked_api(app, projector, metrics)
     app.state.consumer = consumer
     return app

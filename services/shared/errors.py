@@ -15,6 +15,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contracts.events_v1 import EventType
+from services.shared.allowed_methods import allowed_methods
+
 log = logging.getLogger("dealreg.http")
 
 # What a client gets for an error no handler knew: the service could not do it, retry later.
@@ -113,16 +116,15 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+# Where FastAPI says a parameter was: our errors name the parameter alone ("limit", "deal_id").
+_PLACES = {"body", "query", "path", "header", "cookie"}
+# The discriminator tag pydantic inserts in a submission's path ("pledge_made").
+_TAGS = {event_type.value for event_type in EventType}
+
+
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
-    # Drop "body" and the discriminator tag pydantic inserts ("pledge_made") from the path.
-    return ".".join(str(p) for p in loc if p != "body" and p not in _TAGS) or "body"
-
-
-_TAGS = {
-    "firm_registered", "meeting_held", "deal_proposed", "pledge_made", "pledge_revised",
-    "pledge_withdrawn", "tech_transfer_signed", "joint_venture_formed", "facility_announced",
-    "deal_cancelled",
-}
+    parts = list(loc[1:] if loc and loc[0] in _PLACES else loc)
+    return ".".join(str(p) for p in parts if p not in _TAGS) or "body"
 
 
 def validation_details(errors: Any) -> list[dict[str, Any]]:
@@ -153,13 +155,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error.body(), status_code=error.status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}.get(
             exc.status_code, "http_error"
         )
-        return error_response(
-            exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
-        )
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods.
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

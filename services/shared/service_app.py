@@ -9,12 +9,15 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from services.shared.errors import install_error_handlers
 from services.shared.http_basics import HttpMetrics, install_http_basics
 from services.shared.settings import Settings
 
 Probe = Callable[[], object]
+# Swagger UI keeps the key across reloads, so "Try it out" works after one Authorize.
+SWAGGER_UI = {"persistAuthorization": True, "displayRequestDuration": True}
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
@@ -47,9 +50,16 @@ def create_service_app(
     metrics: HttpMetrics,
     readiness: dict[str, Probe],
     lifespan: Lifespan | None = None,
+    report: dict[str, Probe] | None = None,
 ) -> FastAPI:
-    """`readiness` names each dependency and a call that raises while it is unreachable."""
-    app = FastAPI(title=title, version="0.1.0", description=description, lifespan=lifespan)
+    """`readiness` names each dependency and a call that raises while it is unreachable.
+    `report` names facts that `/readyz` adds to its body without changing its status (e.g.
+    `parked_events`: how many events the read model could not apply); a fact that cannot
+    be read is reported as null."""
+    # /docs from the package's own copy of Swagger UI: FastAPI's default loads it from a CDN,
+    # which a registry inside a closed network cannot reach.
+    app = FastAPIOffline(title=title, version="0.1.0", description=description,
+                         lifespan=lifespan, swagger_ui_parameters=SWAGGER_UI)
     app.state.settings = settings
     install_error_handlers(app)
     install_http_basics(app, settings.max_body_bytes, metrics)
@@ -70,7 +80,12 @@ def create_service_app(
             except Exception as exc:  # noqa: BLE001 - report, don't crash the probe
                 checks[name] = f"unreachable: {type(exc).__name__}: {exc}"[:300]
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
-                            status_code=200 if ready else 503)
+        body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": checks}
+        for name, fact in (report or {}).items():
+            try:
+                body[name] = fact()
+            except Exception:  # noqa: BLE001 - a fact is information, never a failure
+                body[name] = None
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     return app

@@ -58,7 +58,8 @@ def test_a_partner_records_an_event_from_the_docs_page(service: Service, tmp_pat
             operation.locator("button.try-out__btn").click()
             operation.locator("textarea.body-param__text").fill(json.dumps(event))
             operation.locator("button.execute").click()
-            status = operation.locator(".live-responses-table tr.response .response-col_status").first
+            status = operation.locator(
+                ".live-responses-table tr.response .response-col_status").first
             status.wait_for()
             assert status.inner_text().strip().startswith("201"), \
                 operation.locator(".live-responses-table").inner_text()

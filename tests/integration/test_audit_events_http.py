@@ -84,7 +84,9 @@ class AuditEventsContract(EmbeddedAppContract):
         assert self.audit(registry, recorded_by="test-partner").status_code == 200
         assert registry.get("/v1/audit/events", Role.ADMIN).status_code == 200
         bad = self.audit(registry, **{"from": "last tuesday"})
-        assert bad.status_code == 422 and bad.json()["error"]["field"] == "from"
+        # Refused by the parameter's published pattern, so named as FastAPI names a query field.
+        assert bad.status_code == 422
+        assert bad.json()["error"]["field"] == "from"
         assert self.audit(registry, limit=0).status_code == 422
 
 

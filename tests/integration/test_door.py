@@ -49,40 +49,32 @@ class DoorContract(EmbeddedAppContract):
     # Times
 
     @pytest.mark.parametrize("occurred_at", [
+        # Outside the dates taken, however the offset would move them:
         "0001-01-01T00:00:00+05:30",  # .NET's DateTime.MinValue in India
-        "9999-12-31T23:59:59-23:59",
-        "1899-12-31T23:59:59Z",
-        "2200-01-01T00:00:00Z",
-    ])
-    def test_times_outside_the_supported_range_are_refused(
-        self, registry: Registry, occurred_at: str
-    ) -> None:
-        self.refused(registry, {**firm("f-1", "lohum"), "occurred_at": occurred_at},
-                     "occurred_at", "datetime_range")
-
-    @pytest.mark.parametrize("occurred_at", [
-        1700000000, "2026-01-01", "2026-01-01T00:00:00", "2026-01-01T00:00:00.1234567Z",
-        "2026-01-01T00:00:60Z", "2026-01-01T24:00:00Z", "2026-01-01T00:00:00+24:00",
+        "9999-12-31T23:59:59-23:59", "1899-12-31T23:59:59Z", "2200-01-01T00:00:00Z",
+        # Not RFC 3339, or more than the registry keeps:
+        1700000000, "2026-01-01", "2026-01-01T00:00:00", "2026-01-01T00:00Z",
+        "2026-01-01T00:00:00.1234567Z", "2026-01-01T00:00:60Z", "2026-01-01T24:00:00Z",
+        "2026-01-01T00:00:00+24:00", "2026-02-30T00:00:00Z", "2100-02-29T00:00:00Z",
         " 2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z\n", "２０２６-01-01T00:00:00Z",
     ])
-    def test_times_that_are_not_rfc3339_are_refused(
+    def test_times_outside_the_contract_are_refused(
         self, registry: Registry, occurred_at: Any
     ) -> None:
-        response = registry.post({**firm("f-1", "lohum"), "occurred_at": occurred_at})
-        assert error_of(response)["field"] == "occurred_at"
-        assert registry.head() == 0
+        self.refused(registry, {**firm("f-1", "lohum"), "occurred_at": occurred_at},
+                     "occurred_at", "datetime_format")
 
     def test_times_at_the_edges_are_kept_and_read_back(self, registry: Registry) -> None:
         for event_id, code, occurred_at in (
-            ("f-min", "early-co", "1900-01-01T05:30:00+05:30"),
-            ("f-max", "late-co", "2199-12-31T23:59:59.999999Z"),
-            ("f-west", "west-co", "2199-12-31T00:00:00-23:59"),
+            ("f-min", "early-co", "1900-01-01T00:00:00+23:59"),  # 1899-12-31 in UTC
+            ("f-max", "late-co", "2199-12-31T23:59:59.999999-23:59"),  # 2200 in UTC
+            ("f-leap", "leap-co", "2000-02-29T12:00:00+05:30"),
         ):
             response = registry.post({**firm(event_id, code), "occurred_at": occurred_at})
             assert response.status_code == 201, response.text
         firms = registry.get("/v1/firms", min_position=response.json()["position"])
         assert firms.status_code == 200, firms.text
-        assert {f["code"] for f in firms.json()["items"]} == {"early-co", "late-co", "west-co"}
+        assert {f["code"] for f in firms.json()["items"]} == {"early-co", "late-co", "leap-co"}
 
     # Text
 
@@ -102,7 +94,8 @@ class DoorContract(EmbeddedAppContract):
         proposal = deal("d-3", ["tata-motors"])
         proposal["payload"]["description"] = "line one\nline two\x00"
         self.refused(registry, proposal, "payload.description", "control_character")
-        cancel = {"event_id": "c-1", "type": "deal_cancelled", "occurred_at": "2026-01-01T00:00Z",
+        cancel = {"event_id": "c-1", "type": "deal_cancelled",
+                  "occurred_at": "2026-01-01T00:00:00Z",
                   "payload": {"deal_id": jv, "reason": "gone\x00"}}
         self.refused(registry, cancel, "payload.reason", "control_character")
         self.refused(registry, {**firm("f-x\x00", "lohum")}, "event_id",
@@ -166,7 +159,8 @@ class DoorContract(EmbeddedAppContract):
                      "expected_version", "int_type")
         self.refused(registry, pledge("p-1", jv, "mitsui-co", "1", "2", expected_version=2**63),
                      "expected_version", "less_than_equal")
-        meeting = {"event_id": "m-1", "type": "meeting_held", "occurred_at": "2026-01-01T00:00Z",
+        meeting = {"event_id": "m-1", "type": "meeting_held",
+                   "occurred_at": "2026-01-01T00:00:00Z",
                    "payload": {"title": "Closed-door", "location": "New Delhi",
                                "closed_door": 1, "attendees": ["tata-motors"]}}
         self.refused(registry, meeting, "payload.closed_door", "bool_type")

@@ -4,6 +4,11 @@ Each batch is applied in one database transaction that also records how far each
 read, so a crash loses the whole batch or nothing, and a redelivered event (its aggregate's
 version at or below the one applied) is skipped. Works on SQLite and PostgreSQL.
 
+What cannot be applied is parked (`parking`) rather than allowed to stop the feed: a batch
+that fails is split until the events that fail alone are found; those are parked with their
+reason, and their aggregates' later events wait behind them. The fast path stays one
+transaction and one extra indexed look-up per batch.
+
 A batch is applied in three steps: read what it needs (its aggregates' applied versions, the
 deals it touches and their pledges, the totals it changes) with one query per table and 500
 keys; decide every effect in memory, in log order; write with one statement per table and
@@ -13,6 +18,7 @@ the time of a batch grows with the rows it writes, not with round trips per even
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +39,21 @@ from contracts.events_v1 import (
     MeetingHeld,
     Payload,
 )
+from services.projections.projectors.failures import describe, is_transient
+from services.projections.projectors.parking import (
+    ParkedEvent,
+    ParkedEvents,
+    SourceEntry,
+    any_parked,
+    failed_again,
+    first_of_aggregate,
+    of_aggregate,
+    one,
+    park,
+    parked_versions,
+    record_parked,
+    remove,
+)
 from services.projections.read_model.deal_history import (
     APPLIERS,
     DealState,
@@ -49,6 +70,7 @@ from services.projections.read_model.progress import (
 from services.projections.read_model.tables import (
     EXACT_PRECISION,
     READ_MODEL_PROJECTOR,
+    ParkedState,
     TotalsDimension,
     applied_versions,
     deal_events,
@@ -56,12 +78,15 @@ from services.projections.read_model.tables import (
     deals,
     firms,
     meetings,
+    parked_events,
     pledge_totals,
     pledges,
     projector_lock,
     recorded_events,
     source_progress,
 )
+
+log = logging.getLogger("dealreg.projections.projector")
 
 DEAL_EVENTS = frozenset(APPLIERS)
 
@@ -327,8 +352,53 @@ HANDLERS: dict[EventType, Handler] = {
 }
 
 
+@dataclass(frozen=True)
+class Projected:
+    """What one call of `ReadModelProjector.project` did."""
+
+    position: int  # the log position the read model reflects now
+    applied: int = 0  # envelopes applied for the first time
+    parked: tuple[ParkedEvent, ...] = ()
+
+
+@dataclass
+class _Outcome:
+    position: int = 0
+    applied: int = 0
+    parked: list[ParkedEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    """What became of one parked event on a retry."""
+
+    event: ParkedEvent
+    applied: bool
+    reason: str = ""  # why it is still parked
+
+
+def progress_up_to(entries: Sequence[SourceEntry]) -> list[SourceProgress]:
+    """How far each source partition is read once these entries (a prefix of a batch) are
+    handled; not caught up, since the rest of the batch is still to come."""
+    furthest: dict[tuple[str, int], SourceProgress] = {}
+    for entry in entries:
+        key = (entry.source, entry.partition)
+        before = furthest.get(key)
+        position = max(entry.position or 0, before.position if before else 0)
+        offset = max(entry.offset, before.offset if before else entry.offset)
+        furthest[key] = SourceProgress(entry.source, entry.partition, offset, position,
+                                       caught_up=False)
+    return list(furthest.values())
+
+
 class ReadModelProjector:
-    """Keeps the read model's tables in step with the registry's log."""
+    """Keeps the read model's tables in step with the registry's log.
+
+    `apply` is all or nothing: a batch that fails changes nothing and raises. `project`,
+    what the feeds use, never fails because of the data: it parks what it cannot apply
+    (`parking`) and applies the rest; only a transient failure (`failures.is_transient`)
+    reaches its caller, which retries the batch.
+    """
 
     def __init__(
         self, engine: Engine, name: str = READ_MODEL_PROJECTOR,
@@ -337,6 +407,7 @@ class ReadModelProjector:
         self.engine = engine
         self.name = name
         self.applied = applied or AppliedPosition()
+        self.parked = ParkedEvents(engine, name)
         self._applying = threading.Lock()
 
     def position(self) -> int:
@@ -355,30 +426,230 @@ class ReadModelProjector:
 
         An event is new when its aggregate version is above the one applied last for that
         aggregate: redelivery and republishing have no second effect, whatever their offsets.
-        `progress` says how far each source was read (by default: the log, up to the last
-        envelope). Returns the log position the read model now reflects.
+        An event of an aggregate that has parked events is parked behind them. `progress`
+        says how far each source was read (by default: the log, up to the last envelope).
+        Raises, changing nothing, if any event cannot be applied. Returns the log position
+        the read model now reflects.
         """
         if progress is None:
             progress = [SourceProgress.of_log(max(e.position for e in envelopes))] \
                 if envelopes else []
+        outcome = self._commit([SourceEntry.of_log(e) for e in envelopes], progress)
+        self._log_parked(outcome.parked)
+        return outcome.position
+
+    def project(
+        self, entries: Sequence[SourceEntry], progress: Sequence[SourceProgress]
+    ) -> Projected:
+        """Apply what can be applied of `entries` and park the rest, recording `progress`.
+
+        The batch is tried in one transaction; if it fails for a reason that is not
+        transient, it is split in halves, each tried the same way in source order, down to
+        the single entries that fail alone: those are parked with their reason. Transient
+        failures are raised (nothing of the failed transaction stays; retry the batch)."""
+        outcome = _Outcome()
+        self._project(sorted(entries, key=_source_order), progress, outcome)
+        return Projected(outcome.position, outcome.applied, tuple(outcome.parked))
+
+    def _project(self, entries: Sequence[SourceEntry], progress: Sequence[SourceProgress],
+                 outcome: _Outcome) -> None:
+        try:
+            done = self._commit(entries, progress)
+        except Exception as exc:
+            if is_transient(exc) or not entries:
+                raise
+            if len(entries) == 1:
+                done = self._park_alone(entries[0], describe(exc), progress)
+            else:
+                half = len(entries) // 2
+                self._project(entries[:half], progress_up_to(entries[:half]), outcome)
+                self._project(entries[half:], progress, outcome)
+                return
+        self._log_parked(done.parked)
+        outcome.position = done.position
+        outcome.applied += done.applied
+        outcome.parked.extend(done.parked)
+
+    def _commit(self, entries: Sequence[SourceEntry], progress: Sequence[SourceProgress],
+                releasing: UUID | None = None) -> _Outcome:
         with self._applying:
             with self.engine.begin() as conn:
-                position = self._apply_in(conn, envelopes, progress)
-            self.applied.set(position)  # committed: readers may now be told
-        return position
+                outcome = self._apply_in(conn, entries, progress, releasing)
+            self.applied.set(outcome.position)  # committed: readers may now be told
+        return outcome
+
+    def _park_alone(self, entry: SourceEntry, reason: str,
+                    progress: Sequence[SourceProgress]) -> _Outcome:
+        """Park one entry that failed by itself, and record the progress past it."""
+        with self._applying:
+            with self.engine.begin() as conn:
+                self._lock(conn)
+                outcome = _Outcome()
+                aggregate, version = entry.aggregate_id, entry.aggregate_version
+                applied = self._applied_versions(conn, {aggregate}) if aggregate else {}
+                duplicate = (aggregate is not None and version is not None
+                             and version <= applied.get(aggregate, 0))
+                if not duplicate and not self._parked_already(conn, entry):
+                    outcome.parked.append(park(conn, self.name, entry, ParkedState.FAILED,
+                                               reason))
+                for item in merged(progress):
+                    self._record_progress(conn, item)
+                outcome.position = read_position(conn, self.name)
+            self.applied.set(outcome.position)
+        return outcome
+
+    def _parked_already(self, conn: Connection, entry: SourceEntry) -> bool:
+        aggregate, version = entry.aggregate_id, entry.aggregate_version
+        if aggregate is not None and version is not None:
+            return version in parked_versions(conn, self.name, [aggregate]).get(aggregate, set())
+        return record_parked(conn, self.name, entry)
+
+    def _log_parked(self, parked: Iterable[ParkedEvent]) -> None:
+        for event in parked:
+            log.error("parked event %s", event.describe(), extra={"fields": {
+                "parked_id": event.id, "state": event.state.value, "position": event.position,
+                "aggregate_id": event.aggregate_id, "aggregate_version": event.aggregate_version,
+                "source": event.source, "partition": event.partition, "offset": event.offset,
+                "reason": event.reason,
+            }})
+
+    def retry_parked(
+        self, parked_id: int | None = None,
+        reread: Callable[[ParkedEvent], SourceEntry | None] | None = None,
+    ) -> list[RetryOutcome]:
+        """Re-apply parked events: those of the aggregate of event `parked_id`, or all.
+
+        An aggregate's events are re-applied in order, each in a transaction of its own under
+        the projector's lock (safe beside a running feed); each applied one leaves the table.
+        At the first that fails again, it is kept as failed with the new reason and the
+        aggregate's later events stay waiting. `reread` gives a fresh entry for an event whose
+        parked form is no envelope (e.g. re-translated from the log), or None."""
+        with self.engine.connect() as conn:
+            if parked_id is None:
+                rows = conn.execute(select(parked_events.c.id, parked_events.c.aggregate_id)
+                                    .where(parked_events.c.projector == self.name)
+                                    .order_by(parked_events.c.id)).all()
+            else:
+                rows = conn.execute(select(parked_events.c.id, parked_events.c.aggregate_id)
+                                    .where(parked_events.c.projector == self.name,
+                                           parked_events.c.id == parked_id)).all()
+        outcomes: list[RetryOutcome] = []
+        done: set[UUID] = set()
+        for row in rows:
+            if row.aggregate_id is None:
+                event = self.parked.get(row.id)
+                if event is not None:
+                    outcomes.extend(self._retry_aggregate(None, event, reread))
+            elif row.aggregate_id not in done:
+                done.add(row.aggregate_id)
+                first = self._first_parked(row.aggregate_id)
+                if first is not None:
+                    outcomes.extend(self._retry_aggregate(row.aggregate_id, first, reread))
+        return outcomes
+
+    def _first_parked(self, aggregate_id: UUID) -> ParkedEvent | None:
+        with self.engine.connect() as conn:
+            return first_of_aggregate(conn, self.name, aggregate_id)
+
+    def _retry_aggregate(
+        self, aggregate_id: UUID | None, first: ParkedEvent,
+        reread: Callable[[ParkedEvent], SourceEntry | None] | None,
+    ) -> list[RetryOutcome]:
+        """Retry an aggregate's parked events from `first` on. The next one is looked up after
+        each success, so that an event the live feed parked behind them meanwhile is applied
+        too, never left waiting behind nothing."""
+        outcomes: list[RetryOutcome] = []
+        event: ParkedEvent | None = first
+        tried: set[int] = set()
+        while event is not None and event.id not in tried:
+            tried.add(event.id)
+            reason = self._retry_one(event, reread)
+            if reason:
+                outcomes.append(RetryOutcome(event, applied=False, reason=reason))
+                if aggregate_id is not None:
+                    with self.engine.connect() as conn:
+                        later = of_aggregate(conn, self.name, aggregate_id)
+                    outcomes.extend(
+                        RetryOutcome(waiting, applied=False,
+                                     reason=f"waits behind parked event #{event.id}")
+                        for waiting in later if waiting.id != event.id)
+                break
+            outcomes.append(RetryOutcome(event, applied=True))
+            event = self._first_parked(aggregate_id) if aggregate_id is not None else None
+        return outcomes
+
+    def _retry_one(self, event: ParkedEvent,
+                   reread: Callable[[ParkedEvent], SourceEntry | None] | None) -> str:
+        """Apply one parked event and remove it, in one transaction; '' on success, else why
+        it stays parked (then marked as failed with that reason)."""
+        envelope = event.envelope()
+        entry: SourceEntry | None = SourceEntry(event.source, event.partition, event.offset,
+                                                envelope) if envelope else None
+        if entry is None and reread is not None:
+            entry = reread(event)
+        if entry is None or entry.envelope is None:
+            reason = (entry.unreadable.reason if entry is not None and entry.unreadable
+                      else f"still no envelope to apply ({event.reason})")
+        else:
+            try:
+                with self._applying:
+                    with self.engine.begin() as conn:
+                        self._lock(conn)
+                        if one(conn, self.name, event.id) is None:
+                            return ""  # retried meanwhile by someone else
+                        remove(conn, event.id)
+                        outcome = self._apply_in(conn, [entry], [], releasing=event.aggregate_id)
+                        if outcome.parked:
+                            raise ProjectionError(outcome.parked[0].reason)
+                return ""
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                reason = describe(exc)
+        with self.engine.begin() as conn:
+            self._lock(conn)
+            failed_again(conn, event.id, reason)
+        log.error("parked event #%s failed again: %s", event.id, reason)
+        return reason
 
     def _apply_in(
-        self, conn: Connection, envelopes: Sequence[EventEnvelope],
-        progress: Sequence[SourceProgress],
-    ) -> int:
+        self, conn: Connection, entries: Sequence[SourceEntry],
+        progress: Sequence[SourceProgress], releasing: UUID | None = None,
+    ) -> _Outcome:
         self._lock(conn)
-        before = self._applied_versions(conn, {e.aggregate_id for e in envelopes})
+        outcome = _Outcome()
+        aggregate_ids = {a for e in entries if (a := e.aggregate_id) is not None}
+        before = self._applied_versions(conn, aggregate_ids)
         applied = dict(before)
+        # Aggregates with parked events, and the versions parked: one cheap look when none.
+        blocked = parked_versions(conn, self.name, aggregate_ids) \
+            if aggregate_ids and any_parked(conn, self.name) else {}
+        if releasing is not None:
+            blocked.pop(releasing, None)  # a retry applies the first of them
         fresh: list[tuple[EventEnvelope, Payload]] = []
-        for envelope in sorted(envelopes, key=lambda e: e.position):
-            if envelope.aggregate_version > applied.get(envelope.aggregate_id, 0):
-                fresh.append((envelope, envelope.typed_payload()))
-                applied[envelope.aggregate_id] = envelope.aggregate_version
+        for entry in sorted(entries, key=_source_order):
+            aggregate, version = entry.aggregate_id, entry.aggregate_version
+            if version is not None and aggregate is not None \
+                    and version <= applied.get(aggregate, 0):
+                continue  # applied before: a redelivery or a republished event
+            if entry.unreadable is not None:
+                if not self._parked_already(conn, entry):
+                    outcome.parked.append(park(conn, self.name, entry, ParkedState.FAILED,
+                                               entry.unreadable.reason))
+                if aggregate is not None:
+                    blocked.setdefault(aggregate, set()).add(version)
+                continue
+            envelope = entry.envelope
+            assert envelope is not None and aggregate is not None
+            if aggregate in blocked:
+                if version not in blocked[aggregate]:
+                    outcome.parked.append(park(
+                        conn, self.name, entry, ParkedState.WAITING,
+                        "waits behind an earlier parked event of its aggregate"))
+                    blocked[aggregate].add(version)
+                continue
+            fresh.append((envelope, envelope.typed_payload()))
+            applied[aggregate] = envelope.aggregate_version
         batch = BatchEffects()
         batch.load(conn, {
             e.aggregate_id for e, _ in fresh
@@ -402,7 +673,9 @@ class ReadModelProjector:
         self._write_applied_versions(conn, before, applied)
         for item in merged(progress):
             self._record_progress(conn, item)
-        return read_position(conn, self.name)
+        outcome.applied = len(fresh)
+        outcome.position = read_position(conn, self.name)
+        return outcome
 
     def _lock(self, conn: Connection) -> None:
         # Serialises batches of concurrent projectors (and a rebuild's switch), so that what a
@@ -456,3 +729,9 @@ class ReadModelProjector:
             position=max(row.position, item.position),
             caught_up=item.caught_up if item.offset >= row.offset else row.caught_up,
         ))
+
+
+def _source_order(entry: SourceEntry) -> tuple[str, int, int]:
+    # Within a source partition, offsets follow the log (the relay publishes in log order,
+    # keyed by aggregate), so an aggregate's events are taken in version order.
+    return (entry.source, entry.partition, entry.offset)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -21,14 +20,34 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from prometheus_client import Gauge
 from starlette.concurrency import run_in_threadpool
 
+from contracts.submissions_v1 import CODE_PATTERN, ONE_LINE, DealFormat, FirmKind, Sector
 from services.projections.query_api.freshness import PositionWaiters
+from services.projections.query_api.moments import (
+    MAX_MOMENT_LENGTH,
+    MOMENT_PATTERN,
+    POSITION_OR_MOMENT_PATTERN,
+    moment,
+)
+from services.projections.query_api.responses import (
+    COUNTRY_PATTERN,
+    CountryTotalsAnswer,
+    DealAnswer,
+    DealEventsPage,
+    DealsPage,
+    FirmsPage,
+    FirmTotalsAnswer,
+    MeetingsPage,
+    RecordedEventsPage,
+    SectorTotalsAnswer,
+)
 from services.projections.read_model.deal_history import PastBound
 from services.projections.read_model.progress import AppliedPosition
 from services.projections.read_model.queries import Page, ReadModelQueries
 from services.projections.read_model.tables import DealStatus, TotalsDimension
 from services.shared.api_keys import ApiKeyStore, Auditor, Reader
-from services.shared.errors import ApiError
+from services.shared.errors import ApiError, error_responses
 from services.shared.http_basics import HttpMetrics
+from services.shared.openapi_contract import INT64, MAX_POSITION, Offset
 
 POSITION_HEADER = "X-Log-Position"
 MAX_POLL_SECONDS = 0.05
@@ -47,7 +66,9 @@ async def visible_position(
     queries: Queries,
     min_position: Annotated[
         int | None,
-        Query(ge=0, description="Wait until the read model reflects at least this log position"),
+        Query(ge=0, le=MAX_POSITION, json_schema_extra=INT64,
+              description="Wait (a few seconds at most) until the read model reflects at least "
+                          "this log position; 409 not_yet_visible if it does not"),
     ] = None,
 ) -> int:
     """The read model's position, after waiting (bounded) for it to reach `min_position`."""
@@ -94,27 +115,6 @@ class PastClock:
     stated: dict[str, Any]
 
 
-def unknown_past(field: str, text: str, expected: str) -> ApiError:
-    return ApiError(422, "invalid_request", f"{field}: expected {expected}, got {text!r}",
-                    field=field, rule="past_bound")
-
-
-def moment(text: str, field: str, day_starts: bool = False) -> datetime:
-    """A date (meaning the end of that day, UTC, or its start if `day_starts`) or an ISO 8601
-    datetime (UTC if no offset)."""
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        pass
-    else:
-        return datetime.combine(day, time.min if day_starts else time.max, tzinfo=UTC)
-    try:
-        parsed = datetime.fromisoformat(text)
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    except (ValueError, OverflowError):  # overflow: an offset moving year 1 or 9999 past UTC
-        raise unknown_past(field, text, "a date or an ISO 8601 datetime") from None
-
-
 def exclusive(**given: object) -> None:
     """422 naming the second of mutually exclusive query parameters, if two are given."""
     named = [name for name, value in given.items() if value is not None]
@@ -127,15 +127,17 @@ def exclusive(**given: object) -> None:
 
 
 AsOf = Annotated[str | None, Query(
-    max_length=40,
-    description="Business time: a date (the end of that day, UTC) or an ISO 8601 datetime (UTC "
-                "if it has no offset); the state from the events that occurred by then, as "
-                "known now",
+    pattern=MOMENT_PATTERN, max_length=MAX_MOMENT_LENGTH,
+    description="Business time: a date from 1900 to 2199 (the end of that day, UTC), e.g. "
+                "2025-06-30, or a datetime (UTC if it has no offset), e.g. "
+                "2025-06-30T18:00:00+05:30; the state from the events that occurred by then, as "
+                "known now. At most one of as_of, recorded_as_of and version",
 )]
 RecordedAsOf = Annotated[str | None, Query(
-    max_length=40,
-    description="Recorded time: a log position, or a date or datetime meaning the last position "
-                "recorded by then; the state the registry knew at that point",
+    pattern=POSITION_OR_MOMENT_PATTERN, max_length=MAX_MOMENT_LENGTH,
+    description="Recorded time: a log position (at most 18 digits), e.g. 40, or a date or "
+                "datetime meaning the last position recorded by then, e.g. 2025-06-30T12:00:00Z; "
+                "the state the registry knew at that point",
 )]
 Version = Annotated[int | None, Query(
     ge=1, le=2**31 - 1, description="The deal as it was after its first `version` events",
@@ -155,7 +157,7 @@ async def past_clock(
                          {"clock": "business", "as_of": until.isoformat()})
     if recorded_as_of is None:
         return None
-    if recorded_as_of.isdigit():
+    if recorded_as_of.isdigit():  # the pattern admits ASCII digits only
         wanted = int(recorded_as_of)
         await wait_for_position(request, queries, wanted, "recorded_as_of")
         return PastClock(PastBound(wanted), {"clock": "recorded", "recorded_as_of": wanted})
@@ -189,13 +191,39 @@ class Pagination:
 
 def pagination(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Items to skip")] = 0,
+    offset: Offset = 0,
 ) -> Pagination:
     return Pagination(limit, offset)
 
 
 Paging = Annotated[Pagination, Depends(pagination)]
-Filter = Annotated[str | None, Query(max_length=100)]
+FirmCodeFilter = Annotated[str | None, Query(
+    pattern=CODE_PATTERN, max_length=64, description="A firm code")]
+CountryFilter = Annotated[str | None, Query(
+    pattern=COUNTRY_PATTERN, max_length=2, description="ISO 3166-1 alpha-2, upper case")]
+# No control characters: none is ever stored, and PostgreSQL text cannot even hold NUL.
+PrincipalFilter = Annotated[str | None, Query(
+    pattern=ONE_LINE, max_length=100, description="The name of the key that recorded")]
+# What each read can answer besides 200 (the key check comes first, then the wait for
+# `min_position`, then the query). Every role may read; only the audit list refuses one (403).
+READ_ERRORS = error_responses(401, 409, 422, 503)
+DEAL_READ_ERRORS = error_responses(401, 404, 409, 422, 503)
+AUDIT_READ_ERRORS = error_responses(401, 403, 409, 422, 503)
+POSITION_HEADER_DOC = {POSITION_HEADER: {
+    "description": "The log position the answer reflects",
+    "schema": {"type": "integer", "format": "int64", "minimum": 0},
+}}
+
+
+def read_route(errors: dict[int | str, dict[str, Any]], model: type[Any]) -> dict[str, Any]:
+    """The OpenAPI side of a read route: its answer's model, header and refusals.
+
+    `response_model_exclude_unset` keeps the views' JSON as it is: keys they leave out
+    (`crore` of a dollar amount, `past` of a current answer) are not added as nulls."""
+    return {
+        "response_model": model, "response_model_exclude_unset": True,
+        "responses": {200: {"headers": POSITION_HEADER_DOC}, **errors},
+    }
 
 
 def totals_body(items: list[dict[str, Any]], position: int, response: Response) -> dict[str, Any]:
@@ -243,7 +271,7 @@ def read_router() -> APIRouter:
 
     # Dependencies run in parameter order: the key is checked before any freshness wait.
 
-    @router.get("/pledges/by-sector")
+    @router.get("/pledges/by-sector", **read_route(READ_ERRORS, SectorTotalsAnswer))
     def pledges_by_sector(
         principal: Reader, position: Position, queries: Queries, past: Past,
         response: Response,
@@ -252,7 +280,7 @@ def read_router() -> APIRouter:
         of a business time (`as_of`) or recorded position or time (`recorded_as_of`)."""
         return totals(queries, TotalsDimension.SECTOR, position, past, response)
 
-    @router.get("/pledges/by-firm")
+    @router.get("/pledges/by-firm", **read_route(READ_ERRORS, FirmTotalsAnswer))
     def pledges_by_firm(
         principal: Reader, position: Position, queries: Queries, past: Past,
         response: Response,
@@ -261,7 +289,7 @@ def read_router() -> APIRouter:
         or as of a business time (`as_of`) or recorded position or time (`recorded_as_of`)."""
         return totals(queries, TotalsDimension.FIRM, position, past, response)
 
-    @router.get("/pledges/by-country")
+    @router.get("/pledges/by-country", **read_route(READ_ERRORS, CountryTotalsAnswer))
     def pledges_by_country(
         principal: Reader, position: Position, queries: Queries, past: Past,
         response: Response,
@@ -270,11 +298,11 @@ def read_router() -> APIRouter:
         or as of a business time (`as_of`) or recorded position or time (`recorded_as_of`)."""
         return totals(queries, TotalsDimension.COUNTRY, position, past, response)
 
-    @router.get("/deals")
+    @router.get("/deals", **read_route(READ_ERRORS, DealsPage))
     def list_deals(
         principal: Reader, position: Position, queries: Queries, paging: Paging,
-        response: Response, sector: Filter = None, format: Filter = None,
-        status: DealStatus | None = None, party: Filter = None,
+        response: Response, sector: Sector | None = None, format: DealFormat | None = None,
+        status: DealStatus | None = None, party: FirmCodeFilter = None,
     ) -> dict[str, Any]:
         """Deals, newest first, filtered by sector, format, status or party (a firm code)."""
         page = queries.deals(
@@ -283,7 +311,7 @@ def read_router() -> APIRouter:
         )
         return page_body(page, paging, position, response)
 
-    @router.get("/deals/{deal_id}")
+    @router.get("/deals/{deal_id}", **read_route(DEAL_READ_ERRORS, DealAnswer))
     def get_deal(
         deal_id: UUID, principal: Reader, position: Position, queries: Queries, past: DealPast,
         response: Response,
@@ -306,7 +334,7 @@ def read_router() -> APIRouter:
         response.headers[POSITION_HEADER] = str(past.bound.position)
         return {**deal, "past": past.stated, "position": past.bound.position}
 
-    @router.get("/deals/{deal_id}/events")
+    @router.get("/deals/{deal_id}/events", **read_route(DEAL_READ_ERRORS, DealEventsPage))
     def list_deal_events(
         deal_id: UUID, principal: Reader, position: Position, queries: Queries,
         paging: Paging, response: Response,
@@ -317,10 +345,10 @@ def read_router() -> APIRouter:
             raise unknown_deal(deal_id)
         return page_body(page, paging, position, response)
 
-    @router.get("/firms")
+    @router.get("/firms", **read_route(READ_ERRORS, FirmsPage))
     def list_firms(
         principal: Reader, position: Position, queries: Queries, paging: Paging,
-        response: Response, country: Filter = None, kind: Filter = None,
+        response: Response, country: CountryFilter = None, kind: FirmKind | None = None,
     ) -> dict[str, Any]:
         """Registered firms by code, filtered by country (ISO alpha-2) or kind."""
         page = queries.firms(
@@ -328,16 +356,19 @@ def read_router() -> APIRouter:
         )
         return page_body(page, paging, position, response)
 
-    @router.get("/audit/events", tags=["audit"])
+    @router.get("/audit/events", tags=["audit"],
+                **read_route(AUDIT_READ_ERRORS, RecordedEventsPage))
     def list_recorded_events(
         principal: Auditor, position: Position, queries: Queries, paging: Paging,
-        response: Response, recorded_by: Filter = None,
+        response: Response, recorded_by: PrincipalFilter = None,
         since: Annotated[str | None, Query(
-            alias="from", max_length=40,
+            alias="from", pattern=MOMENT_PATTERN, max_length=MAX_MOMENT_LENGTH,
+            examples=["2025-06-01"],
             description="Recorded at or after: a date (its start, UTC) or an ISO 8601 datetime",
         )] = None,
         until: Annotated[str | None, Query(
-            alias="to", max_length=40,
+            alias="to", pattern=MOMENT_PATTERN, max_length=MAX_MOMENT_LENGTH,
+            examples=["2025-06-30T23:59:59Z"],
             description="Recorded at or before: a date (its end, UTC) or an ISO 8601 datetime",
         )] = None,
     ) -> dict[str, Any]:
@@ -351,7 +382,7 @@ def read_router() -> APIRouter:
         )
         return page_body(page, paging, position, response)
 
-    @router.get("/meetings")
+    @router.get("/meetings", **read_route(READ_ERRORS, MeetingsPage))
     def list_meetings(
         principal: Reader, position: Position, queries: Queries, paging: Paging,
         response: Response,

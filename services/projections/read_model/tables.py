@@ -256,6 +256,47 @@ source_progress = Table(
 )
 
 
+class ParkedState(StrEnum):
+    """Why an event is parked: it failed itself, or it waits behind an earlier parked event
+    of its aggregate (applying it first would skip a version)."""
+
+    FAILED = "failed"
+    WAITING = "waiting"
+
+
+# What the projector could not apply. Not part of the read model's state, so kept apart from
+# `read_model`: a rebuild neither compares nor replaces it.
+parking = MetaData()
+
+parked_events = Table(
+    "rm_parked_events",
+    parking,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("projector", String(100), nullable=False),
+    # Where it was read: the log (offset = position) or a topic partition and offset.
+    Column("source", String(255), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    # What it is, as far as it could be read; unknown for a record that is not an envelope.
+    Column("position", BigInteger, nullable=True),
+    Column("aggregate_id", Uuid, nullable=True),
+    Column("aggregate_version", Integer, nullable=True),
+    Column("event_type", String(200), nullable=True),
+    Column("event_id", String(300), nullable=True),
+    Column("state", String(10), nullable=False),
+    Column("reason", Text, nullable=False),
+    # The envelope's JSON, or the record or stored event as it was read (NUL escaped).
+    Column("raw", Text, nullable=False),
+    Column("parked_at", UtcDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_attempt_at", UtcDateTime, nullable=True),
+    # An aggregate's parked events in arrival order, which is its version order.
+    Index("ix_rm_parked_events_aggregate", "projector", "aggregate_id", "id"),
+)
+
+
 def create_read_schema(engine: Engine) -> None:
     """Create the read model's tables and indexes where missing; run once at start-up."""
     read_model.create_all(engine)
+    parking.create_all(engine)

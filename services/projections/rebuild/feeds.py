@@ -17,13 +17,13 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from sqlalchemy import Connection
 
-from contracts.events_v1 import EventEnvelope
 from services.projections.consumer.kafka_consumer import (
     MAX_POLL_RECORDS,
     POLL_TIMEOUT_MS,
     ConsumerConfig,
     ProjectionConsumer,
 )
+from services.projections.projectors.parking import SourceEntry
 from services.projections.projectors.read_model_projector import ReadModelProjector
 from services.projections.read_model.progress import (
     LOG_SOURCE,
@@ -77,7 +77,9 @@ def live_target(conn: Connection, feed: Feed) -> Target:
 # (after, until, limit) -> the envelopes of up to `limit` log entries after `after` and at
 # or below `until`, and the position of the last entry read (None: nothing there). Given by
 # the caller, which may know the registry: the projections service does not.
-LogPageReader = Callable[[int, int, int], tuple[Sequence[EventEnvelope], int | None]]
+# (after, until, limit) -> the page's entries (envelopes, or what could not be translated) and
+# the last position read, None at the end of the log.
+LogPageReader = Callable[[int, int, int], tuple[Sequence[SourceEntry], int | None]]
 
 
 class LogFeed:
@@ -100,14 +102,15 @@ class LogFeed:
                     progress: RebuildProgress) -> None:
         until = target.get(0, 0)
         while self._read_to < until:
-            envelopes, last = self.read_page(self._read_to, until, self.page_size)
+            entries, last = self.read_page(self._read_to, until, self.page_size)
             if last is None:
                 raise RebuildFailed(
                     f"the log ends at position {self._read_to}, before the live read model's "
                     f"{until}: is this the registry that feeds it?")
-            projector.apply(envelopes, [SourceProgress.of_log(last)])
+            # As the live feed does: what it could not apply, the rebuild parks too.
+            projector.project(entries, [SourceProgress.of_log(last)])
             progress.advance(last - self._read_to)
-            self.applied += len(envelopes)
+            self.applied += len(entries)
             self._read_to = last
 
     def close(self) -> None:
@@ -115,13 +118,14 @@ class LogFeed:
 
 
 class _Replay(ProjectionConsumer):
-    """The live consumer's batch handling, minus re-sending to the dead-letter topic: an
-    event the live consumer dead-lettered is skipped here just as it was skipped there."""
+    """The live consumer's batch handling, minus copying to the dead-letter topic: an event
+    the live consumer parked is parked here too (in the fresh tables, which a rebuild does
+    not compare or switch: the live table of parked events stays as it is)."""
 
     skipped = 0
 
     def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
-        log.warning("skipping offset %s of partition %s, as the live consumer did: %s",
+        log.warning("parked offset %s of partition %s, as the live consumer did: %s",
                     record.offset, record.partition, reason)
         self.skipped += 1
 

@@ -22,17 +22,23 @@ from services.registry.audit.checkpoints import (
     audit_database_url,
     take_checkpoint,
 )
+from services.registry.audit.responses import (
+    CheckpointAnswer,
+    CheckpointsPage,
+    VerificationAnswer,
+)
 from services.registry.audit.verification import verify_log
 from services.shared.api_keys import Auditor
 from services.shared.database import create_sql_engine
+from services.shared.errors import error_responses
+from services.shared.openapi_contract import Offset
 from services.shared.settings import Settings
 
 log = logging.getLogger("dealreg.audit")
 
-ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
-    401: {"description": "No key, or an unknown key"},
-    403: {"description": "The key's role is neither auditor nor admin"},
-}
+# 403: the key's role is neither auditor nor admin.
+AUDIT_ERRORS = error_responses(401, 403, 503)
+AUDIT_LIST_ERRORS = error_responses(401, 403, 422, 503)
 
 
 def _audit_of(request: Request) -> tuple[DealRegistryStore, CheckpointStore]:
@@ -82,7 +88,8 @@ def install_audit_api(app: FastAPI, store: DealRegistryStore) -> None:
 
     router = APIRouter(prefix="/v1/audit", tags=["audit"], lifespan=checkpointing)
 
-    @router.get("/verify", responses=ERROR_RESPONSES, summary="Verify the event log")
+    @router.get("/verify", response_model=VerificationAnswer, responses=AUDIT_ERRORS,
+                summary="Verify the event log")
     async def verify(request: Request, _auditor: Auditor) -> dict[str, Any]:
         """Recompute every aggregate's hash chain and every checkpoint's Merkle root over the
         stored events; `ok` is false and `first_failure` names the position, aggregate and
@@ -91,11 +98,12 @@ def install_audit_api(app: FastAPI, store: DealRegistryStore) -> None:
         report = await run_in_threadpool(verify_log, event_store, checkpoint_store)
         return report.as_dict()
 
-    @router.get("/checkpoints", responses=ERROR_RESPONSES, summary="List checkpoints")
+    @router.get("/checkpoints", response_model=CheckpointsPage, responses=AUDIT_LIST_ERRORS,
+                summary="List checkpoints")
     async def list_checkpoints(
         request: Request, _auditor: Auditor,
         limit: Annotated[int, Query(ge=1, le=500, description="Checkpoints per page")] = 100,
-        offset: Annotated[int, Query(ge=0, description="Checkpoints to skip")] = 0,
+        offset: Offset = 0,
     ) -> dict[str, Any]:
         """Recorded checkpoints, oldest first: last position, event count, Merkle root, time
         and reason; `total` counts them all."""
@@ -104,8 +112,8 @@ def install_audit_api(app: FastAPI, store: DealRegistryStore) -> None:
         return {"checkpoints": [c.as_dict() for c in recorded], "limit": limit,
                 "offset": offset, "total": total}
 
-    @router.post("/checkpoints", status_code=201, responses=ERROR_RESPONSES,
-                 summary="Take a checkpoint now")
+    @router.post("/checkpoints", status_code=201, response_model=CheckpointAnswer,
+                 responses=AUDIT_ERRORS, summary="Take a checkpoint now")
     async def create_checkpoint(request: Request, _auditor: Auditor) -> dict[str, Any]:
         """Record a Merkle root over the log from position 1 to its current head."""
         event_store, checkpoint_store = _audit_of(request)

@@ -1,17 +1,24 @@
 """Translation of stored domain events into the v1 contract envelope that leaves the registry.
 
-Receipts are bookkeeping of the write side and never leave it.
+Receipts are bookkeeping of the write side and never leave it. A stored event that cannot be
+translated (its state does not decode, or does not fit the contract) is reported as
+`Untranslatable` by `translated`, so that no follower of the log stalls on it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import Mapper, Notification
 from eventsourcing.utils import resolve_topic
+from pydantic import ValidationError
 
 from contracts.events_v1 import EventEnvelope, EventType
+from contracts.untranslatable_v1 import UntranslatableEvent
 from services.registry.domain.deal import Deal, PledgeAmountEvent
 from services.registry.domain.firm import Firm
 from services.registry.domain.meeting import Meeting
@@ -103,15 +110,80 @@ def to_envelope(event: Any, position: int) -> EventEnvelope | None:
     )
 
 
+log = logging.getLogger("dealreg.relay.translation")
+
+
+@dataclass(frozen=True)
+class Untranslatable:
+    """A stored event that has no contract envelope, and why."""
+
+    position: int
+    aggregate_id: UUID
+    aggregate_version: int
+    stored_type: str
+    reason: str
+    stored_state: str  # as stored, for the operator who parks it
+
+    def as_record(self) -> UntranslatableEvent:
+        """The record the relay publishes in the event's place."""
+        return UntranslatableEvent(
+            position=self.position, aggregate_id=self.aggregate_id,
+            aggregate_version=self.aggregate_version, stored_type=self.stored_type,
+            reason=self.reason,
+        )
+
+
+def _envelope_of(notification: Notification, mapper: Mapper[Any]) -> EventEnvelope | None:
+    # A receipt follows every ingested event in a live log: its class, resolved from the
+    # topic as the mapper would, says it stays inside, so its state is never decoded.
+    if resolve_topic(notification.topic) not in TRANSLATIONS:
+        return None
+    return to_envelope(mapper.to_domain_event(notification), notification.id)
+
+
 def envelopes_from(notifications: list[Notification], mapper: Mapper[Any]) -> list[EventEnvelope]:
-    """The contract envelopes of the notifications' events, in log order."""
+    """The contract envelopes of the notifications' events, in log order; raises on an event
+    that cannot be translated (followers that must not stall use `translated`)."""
     envelopes = []
     for notification in notifications:
-        # A receipt follows every ingested event in a live log: its class, resolved from the
-        # topic as the mapper would, says it stays inside, so its state is never decoded.
-        if resolve_topic(notification.topic) not in TRANSLATIONS:
-            continue
-        envelope = to_envelope(mapper.to_domain_event(notification), notification.id)
+        envelope = _envelope_of(notification, mapper)
         if envelope is not None:
             envelopes.append(envelope)
     return envelopes
+
+
+def translated(notifications: list[Notification], mapper: Mapper[Any]
+               ) -> list[EventEnvelope | Untranslatable]:
+    """Like `envelopes_from`, but an event that cannot be translated is reported in its
+    place as `Untranslatable` instead of raising."""
+    items: list[EventEnvelope | Untranslatable] = []
+    for notification in notifications:
+        try:
+            envelope = _envelope_of(notification, mapper)
+        except Exception as exc:  # noqa: BLE001 - whatever the cause, the event is the problem
+            items.append(untranslatable(notification, exc))
+            continue
+        if envelope is not None:
+            items.append(envelope)
+    return items
+
+
+def untranslatable(notification: Notification, exc: BaseException) -> Untranslatable:
+    """What is known of a stored event that failed to translate with `exc`."""
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "value"
+        message = [f"{where}: {first.get('msg', '')}"]
+    else:
+        message = str(exc).strip().splitlines()
+    reason = f"cannot translate: {type(exc).__name__}" + (f": {message[0]}" if message else "")
+    state = notification.state
+    stored = state.decode("utf-8", "replace") if isinstance(state, bytes) else str(state)
+    log.error("event at position %s (aggregate %s version %s, %s) %s", notification.id,
+              notification.originator_id, notification.originator_version,
+              notification.topic, reason)
+    return Untranslatable(
+        position=notification.id, aggregate_id=UUID(str(notification.originator_id)),
+        aggregate_version=notification.originator_version, stored_type=notification.topic,
+        reason=reason[:2000], stored_state=stored,
+    )

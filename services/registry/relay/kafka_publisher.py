@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from kafka import KafkaProducer
 
 from contracts.events_v1 import EventEnvelope
+from contracts.untranslatable_v1 import UNTRANSLATABLE_HEADER, UntranslatableEvent
 
 FLUSH_TIMEOUT_SECONDS = 60
 
@@ -18,6 +19,10 @@ def message_headers(envelope: EventEnvelope) -> list[tuple[str, bytes]]:
         ("schema_version", str(envelope.schema_version).encode()),
         ("position", str(envelope.position).encode()),
     ]
+
+
+def untranslatable_headers(record: UntranslatableEvent) -> list[tuple[str, bytes]]:
+    return [(UNTRANSLATABLE_HEADER, b"1"), ("position", str(record.position).encode())]
 
 
 class KafkaPublisher:
@@ -36,15 +41,17 @@ class KafkaPublisher:
             max_block_ms=10_000,
         )
 
-    def publish(self, envelopes: Sequence[EventEnvelope]) -> None:
+    def publish(self, items: Sequence[EventEnvelope | UntranslatableEvent]) -> None:
+        """Envelopes, and records standing in for events without one, keyed by aggregate."""
         futures = [
             self.producer.send(
                 self.topic,
-                key=str(envelope.aggregate_id).encode(),
-                value=envelope.model_dump_json().encode(),
-                headers=message_headers(envelope),
+                key=str(item.aggregate_id).encode(),
+                value=item.model_dump_json().encode(),
+                headers=message_headers(item) if isinstance(item, EventEnvelope)
+                else untranslatable_headers(item),
             )
-            for envelope in envelopes
+            for item in items
         ]
         self.producer.flush(timeout=FLUSH_TIMEOUT_SECONDS)
         for future in futures:

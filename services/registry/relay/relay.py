@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from contracts.events_v1 import EventEnvelope
 from services.registry.adapters.event_store import DealRegistryStore
 from services.registry.adapters.log_notifications import STOP_CHECK_SECONDS, listen_for_appends
-from services.registry.relay.contract_events import envelopes_from
+from services.registry.relay.contract_events import Untranslatable, translated
 from services.registry.relay.kafka_publisher import KafkaPublisher
 from services.registry.relay.leadership import Leadership
 from services.registry.relay.published_position import PublishedPosition
@@ -34,6 +35,8 @@ class RelayStatus:
     leading: bool = False
     broker_ok: bool = False
     published_events: int = 0
+    # Stored events published as `UntranslatableEvent` records, for consumers to park.
+    untranslatable_events: int = 0
     last_error: str = ""
     published_position: int = 0
 
@@ -91,14 +94,19 @@ class Relay:
         if not notifications:
             self.status.published_position = position
             return 0
-        envelopes = envelopes_from(notifications, self.store.mapper)
-        if envelopes:
+        # An event that cannot be translated goes out as a record the consumers park, in its
+        # place and keyed by its aggregate: waiting for a fix here would stall every deal.
+        items = [item.as_record() if isinstance(item, Untranslatable) else item
+                 for item in translated(notifications, self.store.mapper)]
+        if items:
             if self._publisher is None:
                 self._publisher = self.connect()
-            self._publisher.publish(envelopes)
+            self._publisher.publish(items)
         self.published.save(notifications[-1].id)
         self.status.published_position = notifications[-1].id
-        self.status.published_events += len(envelopes)
+        self.status.published_events += len(items)
+        self.status.untranslatable_events += sum(
+            1 for item in items if not isinstance(item, EventEnvelope))
         return len(notifications)
 
     def _acquire(self, stop: threading.Event) -> bool:

@@ -59,6 +59,9 @@ def create_relay_app(settings: Settings) -> FastAPI:
                                              lambda: relay.status.published_position),
         "dealreg_relay_published_events": ("Events published by this process",
                                            lambda: relay.status.published_events),
+        "dealreg_relay_untranslatable_events": (
+            "Stored events this process published as untranslatable (consumers park them)",
+            lambda: relay.status.untranslatable_events),
         "dealreg_relay_leading": ("1 while this relay leads", lambda: relay.status.leading),
     }
     for name, (doc, read) in gauges.items():

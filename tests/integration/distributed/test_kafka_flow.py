@@ -20,11 +20,18 @@ from pydantic import TypeAdapter
 
 from contracts.events_v1 import EventEnvelope
 from contracts.submissions_v1 import Submission
+from contracts.untranslatable_v1 import UntranslatableEvent
 from services.demo.scenario import expected_totals, scenario
 from services.projections.consumer.kafka_consumer import ConsumerConfig, ProjectionConsumer
+from services.projections.projectors.parking import ParkedEvent, ParkedEvents
 from services.projections.projectors.read_model_projector import ReadModelProjector
 from services.projections.read_model.queries import ReadModelQueries
-from services.projections.read_model.tables import TotalsDimension, create_read_schema
+from services.projections.read_model.tables import (
+    READ_MODEL_PROJECTOR,
+    ParkedState,
+    TotalsDimension,
+    create_read_schema,
+)
 from services.projections.service import create_projection_app
 from services.registry.adapters.event_store import DealRegistryStore, open_event_store
 from services.registry.application.commands import RecordPartnerEvent
@@ -36,6 +43,8 @@ from services.registry.service import create_registry_app
 from services.shared.api_keys import ApiKeyStore, Role
 from services.shared.database import create_sql_engine
 from services.shared.settings import Settings, sqlalchemy_url
+from tests.integration.connection_killer import ConnectionKiller
+from tests.integration.poisoned_log import register_firm, store_untranslatable_deal
 from tests.kafka_broker import TEST_CONSUMER_SETTINGS, KafkaTopic, create_topic, unique_topic
 
 pytestmark = pytest.mark.integration
@@ -295,37 +304,119 @@ def test_a_projection_killed_mid_stream_equals_a_rebuild_from_scratch(
     assert read_model_state(cluster.queries) == read_model_state(ReadModelQueries(rebuilt_engine))
 
 
-def test_a_poison_message_is_dead_lettered_and_later_events_still_apply(
-    cluster: Cluster,
-) -> None:
-    settings = cluster.settings
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    producer.send(settings.kafka_topic, key=b"poison", value=b"{not json").get(timeout=10)
-    bad_payload = EventEnvelope(
-        event_id="bad-1", type="pledge_withdrawn", aggregate_id=uuid.uuid4(),
-        aggregate_version=1, position=10_000, occurred_at="2025-01-01T00:00:00Z",
+def poison_envelope(aggregate_id: uuid.UUID, version: int, position: int, type_: str,
+                    payload: dict[str, Any]) -> EventEnvelope:
+    return EventEnvelope(
+        event_id=f"poison-{position}", type=type_, aggregate_id=aggregate_id,
+        aggregate_version=version, position=position, occurred_at="2025-01-01T00:00:00Z",
         recorded_at="2025-01-01T00:00:00Z", recorded_by="x", previous_hash="0" * 64,
-        hash="1" * 64, payload={"pledge_id": "p-unknown"},
+        hash="1" * 64, payload=payload,
     )
-    producer.send(settings.kafka_topic, key=b"poison",
-                  value=bad_payload.model_dump_json().encode()).get(timeout=10)
+
+
+def parked_in(cluster: Cluster) -> list[ParkedEvent]:
+    return list(ParkedEvents(cluster.read_engine, READ_MODEL_PROJECTOR).page(limit=500).items)
+
+
+def test_poison_is_parked_its_deal_waits_and_its_partition_goes_on(cluster: Cluster) -> None:
+    settings = cluster.settings
+    poisoned, after = uuid.uuid4(), uuid.uuid4()
+    # Far above the scenario's positions, so that they never meet its events'.
+    fails = poison_envelope(poisoned, 1, 10_001, "pledge_withdrawn", {"pledge_id": "p-unknown"})
+    behind = poison_envelope(poisoned, 2, 10_002, "deal_cancelled", {"reason": "no deal"})
+    other = poison_envelope(after, 1, 10_003, "firm_registered", {
+        "code": "after-poison", "name": "After Poison", "country": "JP", "kind": "automaker"})
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    # One partition, in this order: garbage, a failing event, a later event of its deal, and
+    # a later event of another aggregate, which must not wait.
+    for key, value in ((b"poison", b"{not json"), (str(poisoned).encode(), fails),
+                       (str(poisoned).encode(), behind), (str(after).encode(), other)):
+        raw = value if isinstance(value, bytes) else value.model_dump_json().encode()
+        producer.send(settings.kafka_topic, key=key, value=raw, partition=0).get(timeout=10)
     producer.close()
 
     consumer = cluster.consumer()
     cluster.start_consumer(consumer)
     cluster.start_relay()
-    last = cluster.record_scenario()
-    wait_until(lambda: consumer.stats.applied >= 32, 60, "scenario applied")
-    assert cluster.usd_by_sector() == expected_by_sector()
+    cluster.record_scenario()
+    wait_until(lambda: "after-poison" in [f["code"] for f in cluster.queries.firms(
+        limit=500).items], 60, "the event after the poison applied")
+    # Not by position: the poison's made-up positions are above the scenario's.
+    wait_until(lambda: cluster.usd_by_sector() == expected_by_sector(), 60, "scenario applied")
     assert cluster.queries.deals().total == 5
 
+    parked = parked_in(cluster)
+    assert [(p.aggregate_id, p.aggregate_version, p.state, p.partition, p.offset)
+            for p in parked] == [
+        (None, None, ParkedState.FAILED, 0, 0),
+        (poisoned, 1, ParkedState.FAILED, 0, 1),
+        (poisoned, 2, ParkedState.WAITING, 0, 2),
+    ]
+    assert parked[0].reason.startswith("invalid envelope") and parked[0].raw == "{not json"
+    assert parked[1].reason.startswith("ProjectionError") and "never proposed" in parked[1].reason
+    assert parked[1].envelope() == fails and parked[2].envelope() == behind
+    assert cluster.queries.deal(poisoned) is None  # the cancellation waits, not applied
+    assert consumer.stats.parked == 3
+
+    # The failed ones are copied to the dead-letter topic for operators who watch it.
+    wait_until(lambda: consumer.stats.dead_lettered == 2, 30, "dead letters sent")
     dead = topic_messages(settings.kafka_bootstrap, settings.dead_letter_topic())
-    assert [m.value for m in dead] == [b"{not json", bad_payload.model_dump_json().encode()]
+    assert [m.value for m in dead] == [b"{not json", fails.model_dump_json().encode()]
     reasons = [dict(m.headers)["dlq_reason"].decode() for m in dead]
-    assert reasons[0].startswith("invalid envelope")
-    assert reasons[1].startswith("cannot apply")
-    assert consumer.stats.dead_lettered == 2
-    assert cluster.queries.position() >= last
+    assert reasons == [parked[0].reason, parked[1].reason]
+
+
+def test_the_relay_passes_an_untranslatable_event_on_for_the_consumer_to_park(
+    cluster: Cluster,
+) -> None:
+    register_firm(cluster.store, "old-firm")
+    lost = uuid.uuid4()
+    cancellation = store_untranslatable_deal(cluster.store, lost, "old-firm")
+    relay, consumer = cluster.relay(), cluster.consumer()
+    cluster.start_relay(relay)
+    cluster.start_consumer(consumer)
+    last = cluster.record_scenario()
+
+    wait_until(lambda: relay.status.published_position == cluster.store.head_position(), 60,
+               "relay past the untranslatable event")
+    cluster.wait_visible(last)
+    assert relay.status.untranslatable_events == 1
+    assert cluster.usd_by_sector() == expected_by_sector()
+    wait_until(lambda: len(parked_in(cluster)) == 2, 30, "both events of the deal parked")
+    failed, waiting = parked_in(cluster)
+    assert (failed.aggregate_id, failed.aggregate_version, failed.state) == (
+        lost, 1, ParkedState.FAILED)
+    assert "no attribute 'title'" in failed.reason and failed.position == cancellation - 1
+    assert (waiting.aggregate_id, waiting.aggregate_version, waiting.state) == (
+        lost, 2, ParkedState.WAITING)
+    assert cluster.queries.deal(lost) is None
+    records = [m for m in topic_messages(cluster.settings.kafka_bootstrap,
+                                         cluster.settings.kafka_topic)
+               if m.key == str(lost).encode()]
+    assert dict(records[0].headers)["untranslatable"] == b"1"
+    assert UntranslatableEvent.model_validate_json(records[0].value).aggregate_version == 1
+
+
+def test_a_lost_database_connection_is_retried_not_parked(
+    cluster: Cluster, postgres_url: str
+) -> None:
+    # An outage of the read model's database: every attempt to write a pledge loses its
+    # connection until it ends. Were that taken for the events' fault, they would be parked.
+    killer = ConnectionKiller(cluster.read_engine, postgres_url, "INSERT INTO rm_pledges")
+    consumer = cluster.consumer()
+    cluster.start_consumer(consumer)
+    cluster.start_relay()
+    try:
+        last = cluster.record_scenario()
+        killer.wait_for_kills(4)
+        assert "OperationalError" in consumer.stats.database_error
+        killer.end()
+        cluster.wait_visible(last)
+    finally:
+        killer.remove()
+    assert parked_in(cluster) == [] and consumer.stats.parked == 0
+    assert cluster.usd_by_sector() == expected_by_sector()
+    assert consumer.stats.connected  # the broker was never to blame
 
 
 def test_writes_succeed_while_the_broker_is_paused_and_all_arrive_once(

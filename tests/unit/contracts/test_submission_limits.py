@@ -43,7 +43,7 @@ def test_the_same_meaning_has_one_fingerprint() -> None:
     first = pledge("2025-05-20T10:00:00+05:30", "10000000")
     assert fingerprint(first) == fingerprint(pledge("2025-05-20T04:30:00.000000Z", "10000000.0"))
     assert fingerprint(first) == fingerprint(
-        pledge("2025-05-20T10:00+05:30", "10000000.000000",
+        pledge("2025-05-20T10:00:00.000+05:30", "10000000.000000",
                "6F1C1A7E-4C1B-4E1A-9B7E-2D3C4B5A6F70"))
 
 

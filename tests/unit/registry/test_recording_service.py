@@ -186,7 +186,7 @@ def test_same_event_id_with_another_body_is_an_idempotency_conflict(
         record(service, pledge_body("p-1", "pl-1", low="101"))
     assert caught.value.event_id == "p-1"
     with pytest.raises(IdempotencyConflict):
-        record(service, pledge_body("p-1", "pl-1", low="100", occurred_at="2025-09-01T00:00Z"))
+        record(service, pledge_body("p-1", "pl-1", low="100", occurred_at="2025-09-01T00:00:00Z"))
     with pytest.raises(IdempotencyConflict):  # even for a body that would be refused anyway
         record(service, pledge_body("p-1", "pl-1", firm="nobody-at-all"))
     assert store.head_position() == head

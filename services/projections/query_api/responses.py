@@ -1,0 +1,293 @@
+"""The read API's answers as models: what the OpenAPI document publishes and every answer is
+validated against.
+
+The JSON itself is built by `read_model.views` and `queries`; these models describe it
+without changing it. Routes answer with `response_model_exclude_unset`, so a key the views
+leave out (`crore` of a non-rupee amount, `past` of a current answer) stays out rather than
+coming back as null. Amounts are exact decimal strings, times ISO 8601 strings with offset.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from contracts.events_v1 import EventType
+from contracts.submissions_v1 import CODE_PATTERN, DealFormat, FirmKind, Sector
+from services.projections.read_model.tables import DealStatus, PledgeStatus
+from services.shared.openapi_contract import Count, LogPosition
+
+COUNTRY_PATTERN = r"^[A-Z]{2}$"
+CURRENCY_PATTERN = r"^[A-Z]{3}$"
+DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+
+Version = Annotated[int, Field(ge=1, le=2**31 - 1)]
+DecimalText = Annotated[str, Field(
+    pattern=DECIMAL_PATTERN, examples=["3500", "0.25"],
+    description="An exact decimal in plain notation, never a float",
+)]
+Timestamp = Annotated[str, Field(
+    json_schema_extra={"format": "date-time"}, examples=["2025-05-20T04:30:00+00:00"],
+    description="ISO 8601 with its UTC offset",
+)]
+FirmCode = Annotated[str, Field(pattern=CODE_PATTERN, examples=["tata-motors"])]
+Country = Annotated[str, Field(pattern=COUNTRY_PATTERN, description="ISO 3166-1 alpha-2",
+                               examples=["IN"])]
+Hash = Annotated[str, Field(description="SHA-256 over the event and the hash before it, hex")]
+PositionField = Annotated[LogPosition, Field(
+    description="The log position this answer reflects (also header X-Log-Position)",
+)]
+
+
+# -- The past a read asked for -------------------------------------------------------------
+
+class BusinessPast(BaseModel):
+    """What was true then, by the events' occurred-at, as known now."""
+
+    clock: Literal["business"]
+    as_of: Timestamp = Field(description="The business time asked for, in UTC")
+
+
+class RecordedPast(BaseModel):
+    """What the registry knew then: the log up to a position."""
+
+    clock: Literal["recorded"]
+    recorded_as_of: LogPosition | Timestamp = Field(
+        description="The log position asked for, or the recorded time (UTC) asked for")
+
+
+class VersionPast(BaseModel):
+    """A deal after its first `version` events."""
+
+    clock: Literal["version"]
+    version: Version
+
+
+Past = Annotated[BusinessPast | RecordedPast | VersionPast, Field(
+    discriminator="clock", description="Present when the answer is of the past: which one",
+)]
+
+
+# -- Money ---------------------------------------------------------------------------------
+
+class CroreRange(BaseModel):
+    low: DecimalText
+    high: DecimalText
+
+
+class MoneyRange(BaseModel):
+    """A range in its own currency; rupee ranges also in crore and as Indians write them."""
+
+    currency: str = Field(pattern=CURRENCY_PATTERN, description="ISO 4217")
+    low: DecimalText
+    high: DecimalText
+    crore: CroreRange | None = Field(default=None, description="INR only: in crore")
+    display: str | None = Field(default=None, examples=["₹860–3,500 crore"],
+                                description="INR only: for people, rounded to 0.01 of the unit")
+
+
+class UsdRange(BaseModel):
+    low: DecimalText
+    high: DecimalText
+
+
+class UsdConversion(UsdRange):
+    units_per_usd: DecimalText = Field(description="Units of the pledge currency per dollar")
+    rate_source: str
+
+
+# -- Pledge totals -------------------------------------------------------------------------
+
+class GroupTotals(BaseModel):
+    pledge_count: Count = Field(description="Active pledges of deals not cancelled")
+    usd: UsdRange
+    by_currency: list[MoneyRange] = Field(description="Per original currency, by code")
+
+
+class SectorTotals(GroupTotals):
+    sector: Sector
+
+
+class CountryTotals(GroupTotals):
+    country: Country = Field(description="The pledging firms' country")
+
+
+class FirmRef(BaseModel):
+    code: FirmCode
+    name: str | None = Field(description="Null while the firm's registration is not projected")
+    country: Country | None = Field(description="Null while the firm's registration is not "
+                                    "projected")
+
+
+class FirmTotals(GroupTotals):
+    firm: FirmRef
+
+
+class TotalsAnswer(BaseModel):
+    position: PositionField
+    past: Past | None = None
+
+
+class SectorTotalsAnswer(TotalsAnswer):
+    items: list[SectorTotals]
+
+
+class FirmTotalsAnswer(TotalsAnswer):
+    items: list[FirmTotals]
+
+
+class CountryTotalsAnswer(TotalsAnswer):
+    items: list[CountryTotals]
+
+
+# -- Deals ---------------------------------------------------------------------------------
+
+class DealSummary(BaseModel):
+    deal_id: str = Field(json_schema_extra={"format": "uuid"})
+    title: str
+    format: DealFormat
+    sector: Sector
+    status: DealStatus
+    parties: list[FirmCode]
+    version: Version = Field(description="Events the deal has had")
+    proposed_at: Timestamp
+    updated_at: Timestamp
+    last_position: LogPosition = Field(description="Log position of the deal's latest event")
+
+
+class PledgedFirm(BaseModel):
+    code: FirmCode
+    name: str | None = Field(description="Null while the firm's registration is not projected")
+    country: Country
+
+
+class Pledge(BaseModel):
+    pledge_id: str
+    firm: PledgedFirm
+    status: PledgeStatus
+    counted: bool = Field(description="In the totals: active, and its deal not cancelled")
+    amount: MoneyRange
+    usd: UsdConversion
+    made_at: Timestamp
+    revisions: Count
+    revised_at: Timestamp | None
+    revision_reason: str | None
+    withdrawn_at: Timestamp | None
+    withdrawal_reason: str | None
+
+
+class TechTransfer(BaseModel):
+    technology: str
+    licensor: FirmCode
+    licensee: FirmCode
+    signed_at: Timestamp
+
+
+class JointVenture(BaseModel):
+    venture_name: str
+    equity: dict[str, DecimalText] = Field(description="Percent owned, by firm code")
+    formed_at: Timestamp
+
+
+class Facility(BaseModel):
+    facility: str
+    location: str
+    capacity: str
+    materials: list[str]
+    announced_at: Timestamp
+
+
+class Cancellation(BaseModel):
+    reason: str
+    cancelled_at: Timestamp
+
+
+class DealAnswer(DealSummary):
+    """A deal with its agreements and all its pledges (withdrawn too), in the order made."""
+
+    description: str
+    tech_transfers: list[TechTransfer]
+    joint_ventures: list[JointVenture]
+    facilities: list[Facility]
+    cancellation: Cancellation | None
+    pledges: list[Pledge]
+    position: PositionField
+    past: Past | None = None
+
+
+# -- Lists ---------------------------------------------------------------------------------
+
+class PageAnswer(BaseModel):
+    limit: int = Field(description="Items per page, as asked")
+    offset: int = Field(description="Items skipped, as asked")
+    total: Count = Field(description="Items across all pages")
+    position: PositionField
+
+
+class DealsPage(PageAnswer):
+    items: list[DealSummary]
+
+
+class DealEvent(BaseModel):
+    position: LogPosition
+    aggregate_version: Version
+    type: EventType
+    event_id: str
+    occurred_at: Timestamp
+    recorded_at: Timestamp
+    recorded_by: str = Field(description="Name of the key that recorded it")
+    payload: dict[str, Any] = Field(description="As recorded: the payload of `type` in "
+                                    "contracts/events_v1 (amounts as decimal strings)")
+    hash: Hash
+    previous_hash: Hash
+
+
+class DealEventsPage(PageAnswer):
+    items: list[DealEvent]
+
+
+class Firm(BaseModel):
+    firm_id: str = Field(json_schema_extra={"format": "uuid"})
+    code: FirmCode
+    name: str
+    country: Country
+    kind: FirmKind
+    registered_at: Timestamp
+
+
+class FirmsPage(PageAnswer):
+    items: list[Firm]
+
+
+class Meeting(BaseModel):
+    meeting_id: str = Field(json_schema_extra={"format": "uuid"})
+    title: str
+    location: str
+    closed_door: bool
+    attendees: list[FirmCode]
+    government_bodies: list[str]
+    sectors: list[Sector]
+    summary: str
+    occurred_at: Timestamp
+    recorded_at: Timestamp
+
+
+class MeetingsPage(PageAnswer):
+    items: list[Meeting]
+
+
+class RecordedEvent(BaseModel):
+    position: LogPosition
+    event_id: str
+    type: EventType
+    aggregate_id: str = Field(json_schema_extra={"format": "uuid"})
+    aggregate_version: Version
+    occurred_at: Timestamp
+    recorded_at: Timestamp
+    recorded_by: str = Field(description="Name of the key that recorded it")
+    hash: Hash
+
+
+class RecordedEventsPage(PageAnswer):
+    items: list[RecordedEvent]
