@@ -21,6 +21,7 @@ from services.projections.query_api.routes import install_read_api
 from services.projections.read_model.queries import ReadModelQueries
 from services.projections.read_model.tables import create_read_schema
 from services.shared.api_keys import ApiKeyStore
+from services.shared.broker_health import BrokerWatch
 from services.shared.database import check_reachable, create_sql_engine
 from services.shared.http_basics import HttpMetrics
 from services.shared.service_app import create_service_app, running_in_background
@@ -69,10 +70,12 @@ def create_projection_app(settings: Settings) -> FastAPI:
     key_store.create_schema()
     projector = ReadModelProjector(read_engine)
     consumer = ProjectionConsumer(projector, consumer_config(settings))
-    lifespan = running_in_background(consumer.run, "consumer", read_engine.dispose,
-                                     key_engine.dispose)
+    broker = BrokerWatch(settings.kafka_bootstrap)
+    lifespan = running_in_background(broker.watching(consumer.run), "consumer",
+                                     read_engine.dispose, key_engine.dispose)
 
     def broker_reachable() -> None:
+        broker.check()
         if not consumer.stats.connected:
             raise ConnectionError(f"{settings.kafka_bootstrap}: {consumer.stats.last_error}")
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
+from starlette.concurrency import run_in_threadpool
 
+from services.shared.api_keys import Role
 from services.shared.errors import install_error_handlers
 from services.shared.http_basics import HttpMetrics, install_http_basics
 from services.shared.settings import Settings
+
+log = logging.getLogger("dealreg.health")
 
 Probe = Callable[[], object]
 # Swagger UI keeps the key across reloads, so "Try it out" works after one Authorize.
@@ -69,23 +74,56 @@ def create_service_app(
         """The process is up."""
         return {"status": "ok"}
 
+    last_failures: dict[str, str] = {}
+
     @app.get("/readyz", tags=["health"])
-    def readyz() -> Any:
-        """Every dependency answers; 503 naming the ones that do not."""
+    async def readyz(request: Request) -> Any:
+        """Every dependency answers: 200, or 503 naming the ones that do not. The causes
+        (addresses, errors) are logged, and shown to an admin key only."""
         checks: dict[str, str] = {}
+        failures: dict[str, str] = {}
         for name, probe in readiness.items():
             try:
-                probe()
+                await run_in_threadpool(probe)
                 checks[name] = "ok"
             except Exception as exc:  # noqa: BLE001 - report, don't crash the probe
-                checks[name] = f"unreachable: {type(exc).__name__}: {exc}"[:300]
-        ready = all(v == "ok" for v in checks.values())
+                checks[name] = "unreachable"
+                failures[name] = f"{type(exc).__name__}: {exc}"[:300]
+        _log_changes(last_failures, failures)
+        ready = not failures
         body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": checks}
         for name, fact in (report or {}).items():
             try:
-                body[name] = fact()
+                body[name] = await run_in_threadpool(fact)
             except Exception:  # noqa: BLE001 - a fact is information, never a failure
                 body[name] = None
+        if failures and await _is_admin(request):
+            body["details"] = failures
         return JSONResponse(body, status_code=200 if ready else 503)
 
     return app
+
+
+def _log_changes(last: dict[str, str], now: dict[str, str]) -> None:
+    """One warning when a dependency fails or its cause changes, one line when it is back."""
+    for name, cause in now.items():
+        if last.get(name) != cause:
+            log.warning("not ready: %s: %s", name, cause)
+    for name in set(last) - set(now):
+        log.warning("ready again: %s", name)
+    last.clear()
+    last.update(now)
+
+
+async def _is_admin(request: Request) -> bool:
+    """Whether the request carries an admin key of this app's key store (if it has one)."""
+    keys = getattr(request.app.state, "api_keys", None)
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if keys is None or scheme.lower() != "bearer" or not key.strip():
+        return False
+    try:
+        principal = keys.remembered(key.strip()) or await run_in_threadpool(
+            keys.resolve, key.strip())
+    except Exception:  # noqa: BLE001 - the key store may be the dependency that is down
+        return False
+    return principal is not None and principal.role is Role.ADMIN

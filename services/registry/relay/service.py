@@ -10,6 +10,7 @@ from services.registry.relay.kafka_publisher import KafkaPublisher
 from services.registry.relay.leadership import FileLeadership, Leadership, PostgresLeadership
 from services.registry.relay.published_position import PublishedPosition
 from services.registry.relay.relay import Relay
+from services.shared.broker_health import BrokerWatch
 from services.shared.database import check_reachable, create_sql_engine
 from services.shared.http_basics import HttpMetrics
 from services.shared.service_app import create_service_app, running_in_background
@@ -42,10 +43,14 @@ def build_relay(settings: Settings) -> Relay:
 
 def create_relay_app(settings: Settings) -> FastAPI:
     relay = build_relay(settings)
-    lifespan = running_in_background(relay.run, "relay", relay.store.close)
+    broker = BrokerWatch(settings.kafka_bootstrap)
+    lifespan = running_in_background(broker.watching(relay.run), "relay", relay.store.close)
 
     def broker_reachable() -> None:
-        if relay.status.leading and not relay.status.broker_ok:
+        if not relay.status.leading:
+            return  # a standby publishes nothing, so it needs no broker to be ready
+        broker.check()
+        if not relay.status.broker_ok:
             raise ConnectionError(f"{settings.kafka_bootstrap}: {relay.status.last_error}")
 
     metrics = HttpMetrics()

@@ -1,0 +1,72 @@
+"""Readiness tells the truth: the relay's and the projections' /readyz turn 503 within seconds
+of a stalled (SIGSTOP) or dead broker, name the dependency without addresses to anyone, give
+the cause to an admin key, and turn 200 again when the broker is back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.projections.service import create_projection_app
+from services.registry.relay.service import create_relay_app
+from services.shared.api_keys import Role
+from tests.integration.distributed.test_kafka_flow import cluster_settings
+from tests.kafka_broker import KafkaTopic, create_topic, unique_topic
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+def readiness(client: TestClient, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    response = client.get("/readyz", headers=headers or {})
+    return response.status_code, response.json()
+
+
+def test_readiness_sees_a_stalled_and_a_dead_broker(
+    tmp_path: Path, postgres_url: str, private_kafka_broker: Any
+) -> None:
+    topic = KafkaTopic(private_kafka_broker.bootstrap, unique_topic("health"), "")
+    topic = KafkaTopic(topic.bootstrap, topic.name, f"{topic.name}.dlq")
+    create_topic(topic.bootstrap, topic.name, 4)
+    settings = cluster_settings(tmp_path, postgres_url, topic)
+    with TestClient(create_relay_app(settings)) as relay, \
+            TestClient(create_projection_app(settings)) as projections:
+        admin = projections.app.state.api_keys.create("health-admin", Role.ADMIN)  # type: ignore[attr-defined]
+        as_admin = {"Authorization": f"Bearer {admin}"}
+        both = {"relay": relay, "projections": projections}
+        for name, client in both.items():
+            wait_for(lambda c=client: readiness(c)[0] == 200, f"{name} is ready")
+
+        private_kafka_broker.pause()  # SIGSTOP: connections stay open, nothing answers
+        try:
+            for name, client in both.items():
+                wait_for(lambda c=client: readiness(c)[0] == 503, f"{name} sees the stall")
+                status, body = readiness(client)
+                assert body["checks"]["broker"] == "unreachable", body
+                assert topic.bootstrap not in str(body) and "127.0.0.1" not in str(body)
+            _, detailed = readiness(projections, as_admin)
+            assert "broker" in detailed["details"], detailed
+            assert readiness(projections, {"Authorization": "Bearer drk_nope"})[1].get(
+                "details") is None
+        finally:
+            private_kafka_broker.resume()
+        for name, client in both.items():
+            wait_for(lambda c=client: readiness(c)[0] == 200, f"{name} sees the broker back")
+
+        private_kafka_broker.stop()  # and now for good
+        for name, client in both.items():
+            wait_for(lambda c=client: readiness(c)[0] == 503, f"{name} sees the broker gone")
+            assert readiness(client)[1]["checks"]["broker"] == "unreachable"
