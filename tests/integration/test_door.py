@@ -279,7 +279,7 @@ class DoorContract(EmbeddedAppContract):
 class TestDoorOnSQLite(DoorContract):
     @pytest.fixture
     def settings(self, tmp_path: Path) -> Settings:
-        return Settings(data_dir=tmp_path, projection_poll_seconds=0.05)
+        return Settings(data_dir=tmp_path, projection_poll_seconds=0.05, projection_worker="thread")
 
 
 @pytest.mark.integration
@@ -287,4 +287,4 @@ class TestDoorOnPostgres(DoorContract):
     @pytest.fixture
     def settings(self, tmp_path: Path, postgres_url: str) -> Settings:
         return Settings(data_dir=tmp_path, database_url=postgres_url,
-                        projection_poll_seconds=0.05)
+                        projection_poll_seconds=0.05, projection_worker="thread")
