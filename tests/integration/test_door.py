@@ -48,7 +48,7 @@ class DoorContract(EmbeddedAppContract):
 
     # Times
 
-    @pytest.mark.parametrize("occurred_at", [
+    BAD_TIMES: tuple[Any, ...] = (
         # Outside the dates taken, however the offset would move them:
         "0001-01-01T00:00:00+05:30",  # .NET's DateTime.MinValue in India
         "9999-12-31T23:59:59-23:59", "1899-12-31T23:59:59Z", "2200-01-01T00:00:00Z",
@@ -57,12 +57,14 @@ class DoorContract(EmbeddedAppContract):
         "2026-01-01T00:00:00.1234567Z", "2026-01-01T00:00:60Z", "2026-01-01T24:00:00Z",
         "2026-01-01T00:00:00+24:00", "2026-02-30T00:00:00Z", "2100-02-29T00:00:00Z",
         " 2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z\n", "２０２６-01-01T00:00:00Z",
-    ])
-    def test_times_outside_the_contract_are_refused(
-        self, registry: Registry, occurred_at: Any
-    ) -> None:
-        self.refused(registry, {**firm("f-1", "lohum"), "occurred_at": occurred_at},
-                     "occurred_at", "datetime_format")
+    )
+
+    def test_times_outside_the_contract_are_refused(self, registry: Registry) -> None:
+        # One app for every case: the refusals are decided before the backend is touched,
+        # and each case asserts that nothing was recorded.
+        for occurred_at in self.BAD_TIMES:
+            self.refused(registry, {**firm("f-1", "lohum"), "occurred_at": occurred_at},
+                         "occurred_at", "datetime_format")
 
     def test_times_at_the_edges_are_kept_and_read_back(self, registry: Registry) -> None:
         for event_id, code, occurred_at in (
@@ -78,14 +80,11 @@ class DoorContract(EmbeddedAppContract):
 
     # Text
 
-    @pytest.mark.parametrize("name", ["Tata\x00Motors", "Tata\tMotors", "Tata\nMotors",
-                                      "Tata\x7f", "Tata\x85"])
-    def test_control_characters_are_refused_in_one_line_text(
-        self, registry: Registry, name: str
-    ) -> None:
-        body = firm("f-1", "tata-motors")
-        body["payload"]["name"] = name
-        self.refused(registry, body, "payload.name", "control_character")
+    def test_control_characters_are_refused_in_one_line_text(self, registry: Registry) -> None:
+        for name in ("Tata\x00Motors", "Tata\tMotors", "Tata\nMotors", "Tata\x7f", "Tata\x85"):
+            body = firm("f-1", "tata-motors")
+            body["payload"]["name"] = name
+            self.refused(registry, body, "payload.name", "control_character")
 
     def test_nul_is_refused_in_every_text_field(self, registry: Registry, jv: str) -> None:
         proposal = deal("d-2", ["tata-motors"])
@@ -143,13 +142,12 @@ class DoorContract(EmbeddedAppContract):
             self.refused(registry, pledge("p-1", jv, "mitsui-co", number, "2"),  # type: ignore[arg-type]
                          "payload.amount.low", "decimal_string")
 
-    @pytest.mark.parametrize("low", [
-        "1_000", "١٢٣", "１２", " 1", "1 ", "+1", "-1", "1e5", "1E5", "1.1234567", "0x10",
-        "1,000", "Infinity", "NaN", "", ".5", "5.", "01", "1234567890123456789",
-    ])
-    def test_amount_syntax_is_strict(self, registry: Registry, jv: str, low: str) -> None:
-        self.refused(registry, pledge("p-1", jv, "mitsui-co", low, "2"),
-                     "payload.amount.low", "decimal_syntax")
+    def test_amount_syntax_is_strict(self, registry: Registry, jv: str) -> None:
+        for low in ("1_000", "١٢٣", "１２", " 1", "1 ", "+1", "-1", "1e5", "1E5", "1.1234567",
+                    "0x10", "1,000", "Infinity", "NaN", "", ".5", "5.", "01",
+                    "1234567890123456789"):
+            self.refused(registry, pledge("p-1", jv, "mitsui-co", low, "2"),
+                         "payload.amount.low", "decimal_syntax")
 
     def test_booleans_and_integers_are_never_each_other(self, registry: Registry,
                                                         jv: str) -> None:
