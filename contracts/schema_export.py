@@ -25,6 +25,7 @@ from pydantic import TypeAdapter
 from contracts.events_v1 import PAYLOAD_MODELS, SCHEMA_VERSION, EventEnvelope, EventType
 from contracts.submissions_v1 import Receipt, Submission
 from contracts.untranslatable_v1 import UNTRANSLATABLE_HEADER, UntranslatableEvent
+from contracts.watermark_v1 import WATERMARK_HEADER, Watermark
 
 CONTRACTS_DIR = Path(__file__).resolve().parent
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -36,6 +37,7 @@ ENVELOPE_FILE = f"{VERSION_DIR}/envelope.json"
 SUBMISSION_FILE = f"{VERSION_DIR}/submission.json"
 RECEIPT_FILE = f"{VERSION_DIR}/receipt.json"
 UNTRANSLATABLE_FILE = f"{VERSION_DIR}/untranslatable_event.json"
+WATERMARK_FILE = f"{VERSION_DIR}/watermark.json"
 ASYNCAPI_FILE = "asyncapi.yaml"
 
 REGENERATE = "python -m contracts.schema_export"
@@ -188,6 +190,28 @@ def _untranslatable_message() -> dict[str, Any]:
     }
 
 
+def watermark_schema() -> dict[str, Any]:
+    return _with_dialect(Watermark.model_json_schema())
+
+
+def _watermark_message() -> dict[str, Any]:
+    return {
+        "name": "watermark",
+        "title": "Watermark",
+        "summary": "Every event up to a log position is on the topic.",
+        "description": "Sent by the relay to every partition, without a key, with the header "
+        f"`{WATERMARK_HEADER}: 1`, after the broker acknowledged a page of the log up to "
+        "`position`. Not an event: consumers must not apply it. A partition read up to a "
+        "watermark holds no unread event at or below its `position`.",
+        "contentType": "application/json",
+        "headers": {"type": "object", "properties": {
+            WATERMARK_HEADER: {"type": "string", "const": "1"}},
+            "required": [WATERMARK_HEADER]},
+        "payload": {"$ref": WATERMARK_FILE},
+        "bindings": _kafka_message_binding(),
+    }
+
+
 def _dead_letter_message() -> dict[str, Any]:
     return {
         "name": "dead_letter",
@@ -209,7 +233,7 @@ def _dead_letter_message() -> dict[str, Any]:
 def asyncapi_document() -> dict[str, Any]:
     """The AsyncAPI 3.0 description of the event topic and its dead-letter topic."""
     types = list(EventType)
-    names = [*(t.value for t in types), "untranslatable_event"]
+    names = [*(t.value for t in types), "untranslatable_event", "watermark"]
     event_message_refs = {name: {"$ref": f"#/components/messages/{name}"} for name in names}
     channel_message_refs = [{"$ref": f"#/channels/events/messages/{name}"} for name in names]
     dlq_ref = [{"$ref": "#/channels/deadLetters/messages/dead_letter"}]
@@ -273,6 +297,7 @@ def asyncapi_document() -> dict[str, Any]:
             "messages": {
                 **{t.value: _event_message(t) for t in types},
                 "untranslatable_event": _untranslatable_message(),
+                "watermark": _watermark_message(),
                 "dead_letter": _dead_letter_message(),
             },
         },
@@ -304,6 +329,7 @@ def generated_files() -> dict[str, str]:
     files[SUBMISSION_FILE] = render_json(submission_schema())
     files[RECEIPT_FILE] = render_json(receipt_schema())
     files[UNTRANSLATABLE_FILE] = render_json(untranslatable_schema())
+    files[WATERMARK_FILE] = render_json(watermark_schema())
     files[ASYNCAPI_FILE] = render_asyncapi(asyncapi_document())
     return dict(sorted(files.items()))
 

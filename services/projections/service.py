@@ -3,6 +3,7 @@ over it (the same answers as the embedded mode). Several instances split the par
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from fastapi import FastAPI
@@ -14,6 +15,7 @@ from services.projections.consumer.kafka_consumer import (
     ConsumerConfig,
     ConsumerStats,
     ProjectionConsumer,
+    partition_faults,
 )
 from services.projections.projectors.read_model_projector import ReadModelProjector
 from services.projections.query_api.parked_routes import install_parked_api
@@ -79,10 +81,16 @@ def create_projection_app(settings: Settings) -> FastAPI:
         if not consumer.stats.connected:
             raise ConnectionError(f"{settings.kafka_bootstrap}: {consumer.stats.last_error}")
 
+    def partitions_moving() -> None:
+        faults = partition_faults(consumer.stats, time.monotonic())
+        if faults:
+            raise RuntimeError("; ".join(faults))
+
     metrics = HttpMetrics()
     app = create_service_app(
         "Deal Registry: projections", DESCRIPTION, settings, metrics,
-        {"read_model": projector.position, "broker": broker_reachable}, lifespan,
+        {"read_model": projector.position, "broker": broker_reachable,
+         "partitions": partitions_moving}, lifespan,
         report={"parked_events": projector.parked.count},
     )
     Gauge("dealreg_events_applied", "Events applied by this process",

@@ -6,12 +6,19 @@ redelivery, rebalances and crashes neither skip nor double-count. A record that 
 applied is parked in the read model's database with its reason (and copied to the
 dead-letter topic); its aggregate's later events wait behind it, the rest of its partition
 goes on. A lost database connection is retried with backoff, the poll kept.
+
+The relay's watermark records (`contracts.watermark_v1`) are not applied: they say up to
+which log position their partition is complete, and how many partitions the topic has; the
+read model's position is the lowest over all of them (`read_model.progress`). After each
+database commit the offsets are also committed to the consumer group, for Kafka's own lag
+tools; the database stays the source of truth (assignment seeks to its offsets).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +26,12 @@ from uuid import UUID
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from contracts.events_v1 import EventEnvelope
 from contracts.untranslatable_v1 import UntranslatableEvent
+from contracts.watermark_v1 import WATERMARK_HEADER, Watermark
 from services.projections.projectors.failures import is_transient
 from services.projections.projectors.parking import SourceEntry, Unreadable
 from services.projections.projectors.read_model_projector import ReadModelProjector
@@ -37,15 +46,53 @@ FIRST_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 5.0
 
 
+UNKNOWN_LAG = -1  # shown for a partition whose end (high-water mark) was never seen
+
+
 @dataclass
 class ConsumerStats:
     applied: int = 0
     parked: int = 0  # parked by this process (the table holds every parked event)
     dead_lettered: int = 0
     database_error: str = ""  # set while the read model's database does not answer
+    # Records not yet consumed, per assigned partition: the high-water mark minus the
+    # position; when the position points past the end (a topic recreated), every record
+    # the partition holds; UNKNOWN_LAG while its end was never seen. Never 0 while behind.
     lag: dict[int, int] = field(default_factory=dict)
+    # Per assigned partition whose position points past its end: by how many offsets.
+    past_end: dict[int, int] = field(default_factory=dict)
     connected: bool = False
     last_error: str = ""
+    # time.monotonic() of the last sign the broker serves this consumer: a poll that
+    # returned records, or a heartbeat answered by the group coordinator. None: never.
+    broker_seen_at: float | None = None
+    # time.monotonic(), per partition, of its last progress: a batch committed, or the
+    # partition seen with nothing left to read. Behind and old means stuck.
+    progressed_at: dict[int, float] = field(default_factory=dict)
+    watermark_position: dict[int, int] = field(default_factory=dict)  # last consumed, each
+    partitions: int = 0  # of the topic, from its metadata or the relay's watermarks
+    committed_to_group: int = 0  # offset commits the group coordinator accepted
+    group_commit_error: str = ""  # the last offset commit the coordinator refused
+
+
+# A partition behind for this long without progress is stuck, not busy.
+STALL_SECONDS = 10.0
+
+
+def partition_faults(stats: ConsumerStats, now: float, stall_seconds: float = STALL_SECONDS
+                     ) -> list[str]:
+    """What is wrong with the partitions this instance holds, one line each: a stored offset
+    past the partition's end (its topic lost or recreated), or a partition behind (or of
+    unknown lag) that has not progressed for `stall_seconds`."""
+    faults = [f"partition {p}: the stored offset is {ahead} past its end (topic lost or "
+              "recreated?)" for p, ahead in sorted(stats.past_end.items()) if ahead > 0]
+    for partition, lag in sorted(stats.lag.items()):
+        since = stats.progressed_at.get(partition)
+        if lag != 0 and since is not None and now - since > stall_seconds:
+            behind = "of unknown lag" if lag == UNKNOWN_LAG else f"{lag} records behind"
+            faults.append(f"partition {partition}: {behind}, no progress for "
+                          f"{now - since:.0f}s")
+    return faults
 
 
 @dataclass(frozen=True)
@@ -85,6 +132,7 @@ class ProjectionConsumer:
         self.config = config
         self.stats = ConsumerStats()
         self._dead_letters: KafkaProducer | None = None
+        self._known_partitions = 0  # partitions this process has given a progress row
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set, reconnecting with backoff while the broker is away."""
@@ -123,10 +171,15 @@ class ProjectionConsumer:
                 ),
             )
             self.stats.connected = True
+            self.stats.partitions = max(
+                self.stats.partitions, len(consumer.partitions_for_topic(self.config.topic) or ()))
             while not stop.is_set():
                 batch = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
                 if batch:
-                    self._handle_retrying(consumer, batch, stop)
+                    self.stats.broker_seen_at = time.monotonic()
+                    handled = self._handle_retrying(consumer, batch, stop)
+                    self._commit_to_group(consumer, handled)
+                self._record_contact(consumer)
                 self._record_lag(consumer)
         finally:
             consumer.close()
@@ -135,47 +188,77 @@ class ProjectionConsumer:
         self,
         batch: dict[TopicPartition, list[ConsumerRecord]],
         highwater: Callable[[TopicPartition], int | None],
-    ) -> None:
+    ) -> dict[TopicPartition, int]:
         """Apply one poll's records; progress for each partition commits with its events.
+        Returns the last offset handled per partition.
 
         What cannot be applied is parked in the read model's database (and also sent to the
         dead-letter topic for operators who watch it); transient database failures raise,
-        and `_handle_retrying` tries the same poll again."""
+        and `_handle_retrying` tries the same poll again. Watermarks are not applied: they
+        raise their partition's complete position. A record raises it only when it is the
+        relay's (its `position` header matches its body); anything else never does."""
         entries: list[SourceEntry] = []
         progress: list[SourceProgress] = []
         records: dict[tuple[int, int], ConsumerRecord] = {}
+        last_offsets: dict[TopicPartition, int] = {}
+        watermarks: dict[int, int] = {}
+        partitions = self.stats.partitions
         for tp, polled in batch.items():
-            positions = [0]
+            if not polled:
+                continue
+            complete = 0
             for record in polled:
+                mark = watermark_of(tp, record)
+                if mark is not None:
+                    complete = max(complete, mark.position)
+                    watermarks[tp.partition] = max(watermarks.get(tp.partition, 0),
+                                                   mark.position)
+                    partitions = max(partitions, mark.partitions)
+                    continue
                 entry = entry_of(tp, record)
                 entries.append(entry)
                 records[(tp.partition, record.offset)] = record
-                if entry.position is not None:
-                    positions.append(entry.position)
-            end = highwater(tp)
+                if entry.position is not None and from_relay(record, entry.position):
+                    complete = max(complete, entry.position)
             last = polled[-1].offset
-            progress.append(SourceProgress(tp.topic, tp.partition, last, max(positions),
-                                           caught_up=end is not None and last + 1 >= end))
+            last_offsets[tp] = last
+            progress.append(SourceProgress(tp.topic, tp.partition, last, complete,
+                                           caught_up=False))
+        if not progress:
+            return {}
+        topic = next(iter(batch)).topic
+        if partitions > self._known_partitions:
+            # Every partition gets a row (at 0 until read), so one not read yet holds the
+            # read position down instead of being overlooked.
+            progress.extend(SourceProgress.unread(topic, p) for p in range(partitions))
         projected = self.projector.project(entries, progress)
+        self._known_partitions = max(self._known_partitions, partitions)
+        self.stats.partitions = self._known_partitions
+        self.stats.watermark_position.update(
+            {p: max(w, self.stats.watermark_position.get(p, 0)) for p, w in watermarks.items()})
         self.stats.applied += projected.applied
         self.stats.parked += len(projected.parked)
+        now = time.monotonic()
+        for tp in last_offsets:
+            self.stats.progressed_at[tp.partition] = now
         for parked in projected.parked:
             record = records.get((parked.partition, parked.offset))
             if record is not None and parked.state is ParkedState.FAILED:
                 self._dead_letter(record, parked.reason)
+        return last_offsets
 
     def _handle_retrying(
         self, consumer: KafkaConsumer,
         batch: dict[TopicPartition, list[ConsumerRecord]], stop: threading.Event,
-    ) -> None:
+    ) -> dict[TopicPartition, int]:
         """`handle`, again with backoff while the read model's database is unavailable: the
         poll's effects and offsets commit together, so a retry never counts twice."""
         backoff = FIRST_BACKOFF_SECONDS
         while True:
             try:
-                self.handle(batch, consumer.highwater)
+                handled = self.handle(batch, consumer.highwater)
                 self.stats.database_error = ""
-                return
+                return handled
             except Exception as exc:
                 if not is_transient(exc) or stop.is_set():
                     raise
@@ -202,14 +285,93 @@ class ProjectionConsumer:
             log.warning("could not copy offset %s of partition %s to the dead-letter topic: "
                         "%s", record.offset, record.partition, exc)
 
+    def _commit_to_group(self, consumer: KafkaConsumer, handled: dict[TopicPartition, int]
+                         ) -> None:
+        """Tell the consumer group how far the database has committed, for Kafka's own lag
+        tools. Best effort and asynchronous: the database is the source of truth, so a
+        refused commit (a rebalance, the coordinator away) is only logged."""
+        if not handled:
+            return
+        offsets = {tp: OffsetAndMetadata(last + 1, "", -1) for tp, last in handled.items()}
+
+        def done(_: Any, result: Any) -> None:
+            if isinstance(result, Exception):
+                self.stats.group_commit_error = f"{type(result).__name__}: {result}"[:500]
+                log.warning("could not commit offsets to the consumer group: %s",
+                            self.stats.group_commit_error)
+            else:
+                self.stats.committed_to_group += 1
+
+        try:
+            consumer.commit_async(offsets, callback=done)
+        except Exception as exc:  # noqa: BLE001 - never fails the batch, which is committed
+            self.stats.group_commit_error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("could not commit offsets to the consumer group: %s",
+                        self.stats.group_commit_error)
+
+    def _record_contact(self, consumer: KafkaConsumer) -> None:
+        """The last time the group coordinator answered a heartbeat, if later than what is
+        known: kafka-python's poll returns nothing alike for an idle topic and a dead broker,
+        but heartbeats go on only while the broker answers. (`last_receive` is the client's
+        monotonic clock; not a documented attribute, hence the guard.)"""
+        heartbeat = getattr(getattr(consumer, "_coordinator", None), "heartbeat", None)
+        received = getattr(heartbeat, "last_receive", None)
+        if isinstance(received, float) and received != float("-inf"):
+            seen = self.stats.broker_seen_at
+            self.stats.broker_seen_at = received if seen is None else max(seen, received)
+
     def _record_lag(self, consumer: KafkaConsumer) -> None:
-        lag = {}
+        lag: dict[int, int] = {}
+        past_end: dict[int, int] = {}
+        now = time.monotonic()
         for tp in consumer.assignment():  # only what this instance holds now
-            end = consumer.highwater(tp)
+            end = consumer.highwater(tp)  # from the last fetch; None until the first
             position = consumer.position(tp) if end is not None else None
-            if end is not None and position is not None:
-                lag[tp.partition] = max(0, end - position)
+            lag[tp.partition] = partition_lag(end, position)
+            if end is not None and position is not None and position > end:
+                past_end[tp.partition] = position - end
+            if lag[tp.partition] == 0:
+                self.stats.progressed_at[tp.partition] = now  # nothing left: not stuck
         self.stats.lag = lag
+        self.stats.past_end = past_end
+
+
+def partition_lag(end: int | None, position: int | None) -> int:
+    """Records of a partition not yet consumed; never 0 unless provably none is left."""
+    if end is None or position is None:
+        return UNKNOWN_LAG
+    if position > end:
+        # Offsets past the end: the topic is younger than the consumer's offsets, and every
+        # record it holds lies behind the position (or, empty, nothing is left indeed).
+        return end
+    return end - position
+
+
+def watermark_of(tp: TopicPartition, record: ConsumerRecord) -> Watermark | None:
+    """The relay's watermark this record is, for this partition; None for any other record
+    (a watermark header on a record that is no valid watermark of this partition is taken
+    as the record it is, and parked as unreadable)."""
+    if _header(record, WATERMARK_HEADER) != b"1":
+        return None
+    try:
+        mark = Watermark.model_validate_json(record.value or b"")
+    except ValidationError:
+        return None
+    return mark if mark.partition == tp.partition else None
+
+
+def from_relay(record: ConsumerRecord, position: int) -> bool:
+    """Whether a record is the relay's, whose position may be trusted: its `position`
+    header states the position of its body (garbage, or an envelope someone else sent,
+    never advances a partition's position)."""
+    return _header(record, "position") == str(position).encode()
+
+
+def _header(record: ConsumerRecord, name: str) -> bytes | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return bytes(value) if value is not None else None
+    return None
 
 
 def entry_of(tp: TopicPartition, record: ConsumerRecord) -> SourceEntry:

@@ -61,6 +61,7 @@ from services.projections.read_model.deal_history import (
     apply_deal_event,
 )
 from services.projections.read_model.progress import (
+    LOG_SOURCE,
     AppliedPosition,
     SourceProgress,
     merged,
@@ -379,13 +380,16 @@ class RetryOutcome:
 
 def progress_up_to(entries: Sequence[SourceEntry]) -> list[SourceProgress]:
     """How far each source partition is read once these entries (a prefix of a batch) are
-    handled; not caught up, since the rest of the batch is still to come."""
+    handled: their offsets; the position stays where it was until the rest is handled."""
     furthest: dict[tuple[str, int], SourceProgress] = {}
     for entry in entries:
         key = (entry.source, entry.partition)
         before = furthest.get(key)
-        position = max(entry.position or 0, before.position if before else 0)
         offset = max(entry.offset, before.offset if before else entry.offset)
+        # The offset only: how far the partition is complete is the whole batch's to say
+        # (an entry's own position is not proof of that: it may not be the relay's).
+        # On the log, an offset is a position read in full.
+        position = offset if entry.source == LOG_SOURCE else 0
         furthest[key] = SourceProgress(entry.source, entry.partition, offset, position,
                                        caught_up=False)
     return list(furthest.values())
@@ -716,6 +720,13 @@ class ReadModelProjector:
             source_progress.c.source == item.source,
             source_progress.c.partition == item.partition,
         )
+        if not item.read:
+            # A partition made known, not read yet: a row at position 0, unless it has one.
+            conn.execute(_insert(conn, source_progress).values(
+                projector=self.name, source=item.source, partition=item.partition,
+                offset=item.offset, position=0, caught_up=False,
+            ).on_conflict_do_nothing())
+            return
         row = conn.execute(select(source_progress).where(*key)).first()
         if row is None:
             conn.execute(insert(source_progress), dict(

@@ -2,10 +2,17 @@
 readers.
 
 A source is the registry's log itself (embedded mode) or one partition of the Kafka topic.
-Within a source, log positions only grow, because the relay publishes in log order. So every
-event at or below a lagging source's position has been applied, and a source that had
-nothing left to read holds nothing older than what it applied: the read model reflects the
-lowest position among lagging sources, or the highest overall when none lags.
+Each source partition's row holds the log position up to which that partition is complete:
+every event at or below it that the partition will ever carry has been handled (applied or
+parked). For the log that is the position read. For a topic partition it is the highest of
+the last relay watermark consumed there (`contracts.watermark_v1`: the broker had every
+event up to it before the watermark was sent, so they all sit at lower offsets) and the
+position of the last relay record handled there (one relay publishes in log order, and a new
+leader republishes everything after the last acknowledged position, in order).
+
+The read model reflects the lowest of these over every partition of the source. A partition
+the read model has not read yet has a row at position 0 (and no offset) as soon as the
+partition count is known, so it holds the position down instead of being overlooked.
 """
 
 from __future__ import annotations
@@ -15,11 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select
 
 from services.projections.read_model.tables import READ_MODEL_PROJECTOR, source_progress
 
 LOG_SOURCE = "log"
+NOT_READ = -1  # the offset of a partition's row before anything of it was read
 
 
 class AppliedPosition:
@@ -42,9 +50,18 @@ class AppliedPosition:
 class SourceProgress:
     source: str
     partition: int
-    offset: int  # last consumed offset (Kafka) or log position (the log)
-    position: int  # highest log position read from this source
-    caught_up: bool = True  # nothing was left to read when this batch was taken
+    offset: int  # last consumed offset (Kafka) or log position (the log); -1: none yet
+    position: int  # log position up to which this source partition is complete
+    caught_up: bool = True  # no longer read: kept for the column, which readers ignore
+
+    @classmethod
+    def unread(cls, source: str, partition: int) -> SourceProgress:
+        """A partition known to exist and not read yet: it holds the read position at 0."""
+        return cls(source, partition, NOT_READ, 0, caught_up=False)
+
+    @property
+    def read(self) -> bool:
+        return self.offset != NOT_READ
 
     @classmethod
     def of_log(cls, position: int) -> SourceProgress:
@@ -52,14 +69,13 @@ class SourceProgress:
 
 
 def read_position(conn: Connection, projector: str) -> int:
-    rows = conn.execute(
-        select(source_progress.c.position, source_progress.c.caught_up)
+    """The log position the read model reflects: the lowest complete position over every
+    known source partition, 0 before any."""
+    lowest = conn.execute(
+        select(func.min(source_progress.c.position))
         .where(source_progress.c.projector == projector)
-    ).all()
-    lagging = [row.position for row in rows if not row.caught_up]
-    if lagging:
-        return int(min(lagging))
-    return int(max((row.position for row in rows), default=0))
+    ).scalar()
+    return int(lowest or 0)
 
 
 def stored_offsets(engine: Engine, projector: str, source: str) -> dict[int, int]:
@@ -70,10 +86,12 @@ def stored_offsets(engine: Engine, projector: str, source: str) -> dict[int, int
 
 def offsets_by_source(conn: Connection, projector: str = READ_MODEL_PROJECTOR
                       ) -> dict[str, dict[int, int]]:
-    """Last consumed offset per partition, for every source the projector has read."""
+    """Last consumed offset per partition, for every source the projector has read
+    (partitions known but not read yet are left out)."""
     rows = conn.execute(
         select(source_progress.c.source, source_progress.c.partition, source_progress.c.offset)
-        .where(source_progress.c.projector == projector)
+        .where(source_progress.c.projector == projector,
+               source_progress.c.offset != NOT_READ)
     ).all()
     found: dict[str, dict[int, int]] = {}
     for row in rows:
@@ -82,14 +100,17 @@ def offsets_by_source(conn: Connection, projector: str = READ_MODEL_PROJECTOR
 
 
 def merged(progress: Sequence[SourceProgress]) -> list[SourceProgress]:
-    """One entry per source partition: the furthest offset and position, the latest caught_up."""
+    """One entry per source partition: the furthest offset and position."""
     by_key: dict[tuple[str, int], SourceProgress] = {}
     for item in progress:
         key = (item.source, item.partition)
         before = by_key.get(key)
-        if before is None or item.offset >= before.offset:
-            by_key[key] = SourceProgress(
-                item.source, item.partition, item.offset,
-                max(item.position, before.position if before else 0), item.caught_up,
-            )
+        if before is None:
+            by_key[key] = item
+            continue
+        by_key[key] = SourceProgress(
+            item.source, item.partition, max(item.offset, before.offset),
+            max(item.position, before.position),
+            item.caught_up if item.offset >= before.offset else before.caught_up,
+        )
     return list(by_key.values())

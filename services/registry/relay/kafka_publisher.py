@@ -8,6 +8,7 @@ from kafka import KafkaProducer
 
 from contracts.events_v1 import EventEnvelope
 from contracts.untranslatable_v1 import UNTRANSLATABLE_HEADER, UntranslatableEvent
+from contracts.watermark_v1 import WATERMARK_HEADER, Watermark
 
 FLUSH_TIMEOUT_SECONDS = 60
 
@@ -56,6 +57,27 @@ class KafkaPublisher:
         self.producer.flush(timeout=FLUSH_TIMEOUT_SECONDS)
         for future in futures:
             future.get(timeout=0)  # raises the send's error, if it failed
+
+    def publish_watermark(self, position: int) -> int:
+        """Tell every partition that everything up to `position` is on the topic; returns the
+        partition count. Call only once the broker acknowledged every event up to `position`
+        (`publish` returned): each partition then holds those events before this record."""
+        partitions = sorted(self.producer.partitions_for(self.topic) or ())
+        if not partitions:
+            raise RuntimeError(f"topic {self.topic} has no partitions")
+        futures = [
+            self.producer.send(
+                self.topic, partition=partition,
+                value=Watermark(position=position, partition=partition,
+                                partitions=len(partitions)).model_dump_json().encode(),
+                headers=[(WATERMARK_HEADER, b"1"), ("position", str(position).encode())],
+            )
+            for partition in partitions
+        ]
+        self.producer.flush(timeout=FLUSH_TIMEOUT_SECONDS)
+        for future in futures:
+            future.get(timeout=0)
+        return len(partitions)
 
     def close(self) -> None:
         self.producer.close(timeout=5)

@@ -3,8 +3,10 @@
 One relay leads; others wait as standbys. The leader reads the log from its published
 position in pages, publishes each page (key = aggregate id, so one deal's events share a
 partition and stay in order), and records the new position only once the broker has
-acknowledged the whole page. While the broker is unreachable, partners keep writing to the
-log; the relay backs off, reconnects and catches up.
+acknowledged the whole page; then it sends a watermark to every partition ("everything up to
+this position is on the topic"), from which the projections know how far each partition is
+complete, even one that received none of the page's events. While the broker is
+unreachable, partners keep writing to the log; the relay backs off, reconnects and catches up.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class RelayStatus:
     untranslatable_events: int = 0
     last_error: str = ""
     published_position: int = 0
+    # The last position announced to every partition by a watermark (contracts.watermark_v1).
+    watermark_position: int = 0
 
 
 class Relay:
@@ -62,6 +66,9 @@ class Relay:
         self.status = RelayStatus(published_position=published.load())
         self._publisher: KafkaPublisher | None = None
         self._appended = threading.Event()
+        # Announced by this relay since it last connected; a new leader announces once even
+        # if idle, since it cannot know whether the last leader's announcement went out.
+        self._watermarked = -1
 
     def lag(self) -> int:
         return max(0, self.store.head_position() - self.status.published_position)
@@ -93,6 +100,7 @@ class Relay:
         notifications = list(self.store.read_log(after=position, limit=self.page_size))
         if not notifications:
             self.status.published_position = position
+            self._announce(position)
             return 0
         # An event that cannot be translated goes out as a record the consumers park, in its
         # place and keyed by its aggregate: waiting for a fix here would stall every deal.
@@ -107,7 +115,20 @@ class Relay:
         self.status.published_events += len(items)
         self.status.untranslatable_events += sum(
             1 for item in items if not isinstance(item, EventEnvelope))
+        self._announce(notifications[-1].id)
         return len(notifications)
+
+    def _announce(self, position: int) -> None:
+        """Send a watermark for `position`, which the broker has acknowledged, unless this
+        relay announced it already: one record per partition per page, none while idle. A
+        failure raises; the next call (the next loop, even an idle one) tries again."""
+        if position <= self._watermarked:
+            return
+        if self._publisher is None:
+            self._publisher = self.connect()
+        self._publisher.publish_watermark(position)
+        self._watermarked = position
+        self.status.watermark_position = position
 
     def _acquire(self, stop: threading.Event) -> bool:
         announced = False
@@ -169,3 +190,4 @@ class Relay:
             except Exception:  # noqa: BLE001 - closing a broken producer may fail too
                 log.debug("closing the producer failed", exc_info=True)
             self._publisher = None
+        self._watermarked = -1

@@ -68,6 +68,9 @@ def create_relay_app(settings: Settings) -> FastAPI:
             "Stored events this process published as untranslatable (consumers park them)",
             lambda: relay.status.untranslatable_events),
         "dealreg_relay_leading": ("1 while this relay leads", lambda: relay.status.leading),
+        "dealreg_relay_watermark_position": (
+            "Last log position announced to every partition by a watermark",
+            lambda: relay.status.watermark_position),
     }
     for name, (doc, read) in gauges.items():
         Gauge(name, doc, registry=metrics.registry).set_function(read)

@@ -17,10 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, KafkaProducer
 from pydantic import TypeAdapter
+from sqlalchemy import select
 
 from contracts.events_v1 import EventEnvelope
 from contracts.submissions_v1 import Submission
 from contracts.untranslatable_v1 import UntranslatableEvent
+from contracts.watermark_v1 import WATERMARK_HEADER, Watermark
 from services.demo.scenario import expected_totals, scenario
 from services.projections.consumer.kafka_consumer import ConsumerConfig, ProjectionConsumer
 from services.projections.projectors.parking import ParkedEvent, ParkedEvents
@@ -31,6 +33,7 @@ from services.projections.read_model.tables import (
     ParkedState,
     TotalsDimension,
     create_read_schema,
+    source_progress,
 )
 from services.projections.service import create_projection_app
 from services.registry.adapters.event_store import DealRegistryStore, open_event_store
@@ -161,6 +164,15 @@ def topic_messages(bootstrap: str, topic: str) -> list[Any]:
         consumer.close()
 
 
+def is_watermark(message: Any) -> bool:
+    return dict(message.headers or []).get(WATERMARK_HEADER) == b"1"
+
+
+def event_messages(bootstrap: str, topic: str) -> list[Any]:
+    """The topic's records but the relay's watermarks."""
+    return [m for m in topic_messages(bootstrap, topic) if not is_watermark(m)]
+
+
 def cluster_settings(tmp_path: Path, database_url: str, topic: KafkaTopic) -> Settings:
     return Settings(
         data_dir=tmp_path, database_url=database_url, kafka_bootstrap=topic.bootstrap,
@@ -213,7 +225,11 @@ def test_one_deals_events_arrive_in_version_order(cluster: Cluster) -> None:
         pass
     versions: dict[str, list[int]] = defaultdict(list)
     partitions: dict[str, set[int]] = defaultdict(set)
+    marks: dict[int, list[Watermark]] = defaultdict(list)
     for message in topic_messages(cluster.settings.kafka_bootstrap, cluster.settings.kafka_topic):
+        if is_watermark(message):
+            marks[message.partition].append(Watermark.model_validate_json(message.value))
+            continue
         envelope = EventEnvelope.model_validate_json(message.value)
         assert message.key == str(envelope.aggregate_id).encode()
         assert dict(message.headers)["position"] == str(envelope.position).encode()
@@ -222,6 +238,11 @@ def test_one_deals_events_arrive_in_version_order(cluster: Cluster) -> None:
     assert all(v == list(range(1, len(v) + 1)) for v in versions.values())
     assert all(len(p) == 1 for p in partitions.values())
     assert len({p for ps in partitions.values() for p in ps}) > 1  # the work is spread
+    # After the page, every partition was told that the log is published up to its end;
+    # once idle, nothing more.
+    head = cluster.store.head_position()
+    assert {p: [(m.position, m.partition, m.partitions) for m in ms] for p, ms in marks.items()
+            } == {p: [(head, p, 4)] for p in range(4)}
 
 
 def test_two_projection_instances_share_partitions_and_totals_stay_exact(
@@ -257,7 +278,7 @@ def test_relay_crash_after_publishing_republishes_without_double_counting(
     cluster.start_relay()
     cluster.start_consumer()
     cluster.wait_visible(last)
-    messages = topic_messages(cluster.settings.kafka_bootstrap, cluster.settings.kafka_topic)
+    messages = event_messages(cluster.settings.kafka_bootstrap, cluster.settings.kafka_topic)
     assert len(messages) == 2 * 32  # every event went out twice
     assert cluster.usd_by_sector() == expected_by_sector()
     assert cluster.queries.deals().total == 5
@@ -343,6 +364,13 @@ def test_poison_is_parked_its_deal_waits_and_its_partition_goes_on(cluster: Clus
         limit=500).items], 60, "the event after the poison applied")
     # Not by position: the poison's made-up positions are above the scenario's.
     wait_until(lambda: cluster.usd_by_sector() == expected_by_sector(), 60, "scenario applied")
+    # And they never count as the read model's position: they are not the relay's records.
+    head = cluster.store.head_position()
+    cluster.wait_visible(head)
+    with cluster.read_engine.connect() as conn:
+        complete = conn.execute(select(source_progress.c.partition, source_progress.c.position)
+                                .order_by(source_progress.c.partition)).all()
+    assert [tuple(row) for row in complete] == [(p, head) for p in range(4)]
     assert cluster.queries.deals().total == 5
 
     parked = parked_in(cluster)

@@ -290,18 +290,25 @@ class ProjectorCases:
         assert everything(queries, [scenario.battery, scenario.recycling]) == before
         assert projector.resume_offsets("topic") == {0: 2 * len(envelopes)}
 
-    def test_position_is_the_lowest_lagging_partition_else_the_highest(
+    def test_position_is_the_lowest_complete_position_of_every_known_partition(
         self, projector, queries, scenario
     ) -> None:
-        projector.apply([], [SourceProgress("topic", 0, 10, 40, caught_up=False),
-                             SourceProgress("topic", 1, 7, 25, caught_up=False),
-                             SourceProgress("topic", 2, 3, 50, caught_up=True)])
+        # Four partitions known, three read: the unread one holds the position at 0.
+        projector.apply([], [SourceProgress("topic", 0, 10, 40),
+                             SourceProgress("topic", 1, 7, 25),
+                             SourceProgress("topic", 2, 3, 50),
+                             *(SourceProgress.unread("topic", p) for p in range(4))])
+        assert queries.position() == 0
+        assert projector.resume_offsets("topic") == {0: 10, 1: 7, 2: 3}
+        projector.apply([], [SourceProgress("topic", 3, 0, 60)])
         assert queries.position() == 25
-        projector.apply([], [SourceProgress("topic", 1, 9, 31, caught_up=True)])
-        assert queries.position() == 40
-        projector.apply([], [SourceProgress("topic", 0, 12, 44, caught_up=True)])
-        assert queries.position() == 50
-        assert projector.resume_offsets("topic") == {0: 12, 1: 9, 2: 3}
+        projector.apply([], [SourceProgress("topic", 1, 9, 31)])
+        assert queries.position() == 31
+        # Made known again, a partition keeps what its row says; nothing moves back.
+        projector.apply([], [SourceProgress.unread("topic", 1),
+                             SourceProgress("topic", 0, 8, 20)])
+        assert queries.position() == 31
+        assert projector.resume_offsets("topic") == {0: 10, 1: 9, 2: 3, 3: 0}
 
     def test_redelivery_has_no_effect(self, projector, queries, scenario) -> None:
         projector.apply(scenario.log.envelopes)
