@@ -4,6 +4,9 @@ the relay, the projection instances or the broker fail."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -13,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, KafkaProducer
@@ -46,6 +50,7 @@ from services.registry.service import create_registry_app
 from services.shared.api_keys import ApiKeyStore, Role
 from services.shared.database import create_sql_engine
 from services.shared.settings import Settings, sqlalchemy_url
+from tests.e2e.test_embedded_process import free_port
 from tests.integration.connection_killer import ConnectionKiller
 from tests.integration.poisoned_log import register_firm, store_untranslatable_deal
 from tests.kafka_broker import TEST_CONSUMER_SETTINGS, KafkaTopic, create_topic, unique_topic
@@ -284,24 +289,47 @@ def test_relay_crash_after_publishing_republishes_without_double_counting(
     assert cluster.queries.deals().total == 5
 
 
-def test_a_standby_relay_takes_over_when_the_leader_dies(cluster: Cluster) -> None:
-    leader, standby = cluster.relay(), cluster.relay()
-    running_leader = cluster.start_relay(leader)
-    wait_until(lambda: leader.status.leading, what="first relay leads")
-    cluster.start_relay(standby)
-    time.sleep(1.5)
-    assert not standby.status.leading
-    cluster.start_consumer()
-    first = cluster.record(scenario()[0])
-    cluster.wait_visible(first)
+def test_a_standby_relay_takes_over_when_the_leader_dies(cluster: Cluster, tmp_path: Path
+                                                        ) -> None:
+    settings = cluster.settings
+    env = {**os.environ, "DEALREG_DATABASE_URL": str(settings.database_url),
+           "DEALREG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+           "DEALREG_KAFKA_TOPIC": settings.kafka_topic,
+           "DEALREG_KAFKA_DLQ_TOPIC": settings.kafka_dlq_topic or "",
+           "DEALREG_RELAY_POLL_SECONDS": "0.05", "DEALREG_DATA_DIR": str(tmp_path)}
+    port = free_port()
+    with (tmp_path / "leader.log").open("ab") as log:
+        leader = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "relay", "--host", "127.0.0.1",
+             "--port", str(port)], env=env, stdout=log, stderr=log)
+    try:
+        def leader_leads() -> bool:
+            try:
+                metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+            except httpx.TransportError:
+                return False
+            return "dealreg_relay_leading 1.0" in metrics
 
-    # The leader's process dies: its database session, and with it the lock, goes away.
-    leader.leadership.release()
-    running_leader.stop()
-    wait_until(lambda: standby.status.leading, what="standby takes over")
-    last = cluster.record_scenario()
-    cluster.wait_visible(last)
-    assert cluster.usd_by_sector() == expected_by_sector()
+        wait_until(leader_leads, timeout=60, what="the relay process leads")
+        standby = cluster.relay()
+        cluster.start_relay(standby)
+        cluster.start_consumer()
+        first = cluster.record(scenario()[0])
+        cluster.wait_visible(first)  # published by the leader while the standby waits
+        assert not standby.status.leading
+
+        # kill -9: the process gets no chance to release anything; its database session,
+        # and with it the advisory lock, ends when the server sees the socket close.
+        leader.kill()
+        leader.wait(timeout=10)
+        wait_until(lambda: standby.status.leading, what="standby takes over")
+        last = cluster.record_scenario()
+        cluster.wait_visible(last)
+        assert cluster.usd_by_sector() == expected_by_sector()
+    finally:
+        if leader.poll() is None:
+            leader.kill()
+            leader.wait(timeout=10)
 
 
 def test_a_projection_killed_mid_stream_equals_a_rebuild_from_scratch(
@@ -456,7 +484,8 @@ def test_writes_succeed_while_the_broker_is_paused_and_all_arrive_once(
     create_topic(topic.bootstrap, topic.dlq_name, 1)
     cluster = Cluster(cluster_settings(tmp_path, postgres_url, topic))
     try:
-        cluster.start_relay()
+        relay = cluster.relay()
+        cluster.start_relay(relay)
         cluster.start_consumer()
         bodies = scenario()
         first = max(cluster.record(body) for body in bodies[:12])
@@ -465,7 +494,10 @@ def test_writes_succeed_while_the_broker_is_paused_and_all_arrive_once(
         private_kafka_broker.pause()
         try:
             paused_writes = [cluster.record(body) for body in bodies[12:]]  # none may fail
-            time.sleep(3)
+            # The relay is stuck behind the stopped broker: the writes are in the log only.
+            wait_until(lambda: relay.lag() > 0, what="the relay falls behind")
+            assert relay.status.published_position < max(paused_writes)
+            assert cluster.queries.position() < max(paused_writes)
         finally:
             private_kafka_broker.resume()
         cluster.wait_visible(max(paused_writes), timeout=90)
