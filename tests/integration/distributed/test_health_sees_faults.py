@@ -4,8 +4,6 @@ the cause to an admin key, and turn 200 again when the broker is back."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +13,10 @@ from fastapi.testclient import TestClient
 from services.projections.service import create_projection_app
 from services.registry.relay.service import create_relay_app
 from services.shared.api_keys import Role
-from tests.integration.distributed.test_kafka_flow import cluster_settings
+from tests.integration.distributed.test_kafka_flow import cluster_settings, wait_until
 from tests.kafka_broker import KafkaTopic, create_topic, unique_topic
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting until {what}")
 
 
 def readiness(client: TestClient, headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -48,12 +37,12 @@ def test_readiness_sees_a_stalled_and_a_dead_broker(
         as_admin = {"Authorization": f"Bearer {admin}"}
         both = {"relay": relay, "projections": projections}
         for name, client in both.items():
-            wait_for(lambda c=client: readiness(c)[0] == 200, f"{name} is ready")
+            wait_until(lambda c=client: readiness(c)[0] == 200, what=f"{name} is ready")
 
         private_kafka_broker.pause()  # SIGSTOP: connections stay open, nothing answers
         try:
             for name, client in both.items():
-                wait_for(lambda c=client: readiness(c)[0] == 503, f"{name} sees the stall")
+                wait_until(lambda c=client: readiness(c)[0] == 503, what=f"{name} sees the stall")
                 status, body = readiness(client)
                 assert body["checks"]["broker"] == "unreachable", body
                 assert topic.bootstrap not in str(body) and "127.0.0.1" not in str(body)
@@ -64,9 +53,9 @@ def test_readiness_sees_a_stalled_and_a_dead_broker(
         finally:
             private_kafka_broker.resume()
         for name, client in both.items():
-            wait_for(lambda c=client: readiness(c)[0] == 200, f"{name} sees the broker back")
+            wait_until(lambda c=client: readiness(c)[0] == 200, what=f"{name} sees the broker back")
 
         private_kafka_broker.stop()  # and now for good
         for name, client in both.items():
-            wait_for(lambda c=client: readiness(c)[0] == 503, f"{name} sees the broker gone")
+            wait_until(lambda c=client: readiness(c)[0] == 503, what=f"{name} sees the broker gone")
             assert readiness(client)[1]["checks"]["broker"] == "unreachable"
