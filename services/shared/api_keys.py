@@ -142,6 +142,15 @@ def bearer_key(request: Request) -> str:
     return key.strip()
 
 
+async def presented_principal(request: Request, store: ApiKeyStore) -> Principal | None:
+    """The principal of the request's bearer key, None for an unknown key; raises the 401
+    of `bearer_key` when no key is presented as one."""
+    key = bearer_key(request)
+    # Async, so that a remembered key costs no hop to a worker thread; only a key not seen
+    # lately is looked up in the database, off the event loop.
+    return store.remembered(key) or await run_in_threadpool(store.resolve, key)
+
+
 def require_role(store_of: Callable[[Request], ApiKeyStore], allowed: frozenset[Role]):
     """A FastAPI dependency admitting only keys whose role is in `allowed`."""
 
@@ -149,10 +158,7 @@ def require_role(store_of: Callable[[Request], ApiKeyStore], allowed: frozenset[
         request: Request,
         _declared: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
     ) -> Principal:
-        # Async, so that a remembered key costs no hop to a worker thread; only a key not
-        # seen lately is looked up in the database, off the event loop.
-        key, store = bearer_key(request), store_of(request)
-        principal = store.remembered(key) or await run_in_threadpool(store.resolve, key)
+        principal = await presented_principal(request, store_of(request))
         if principal is None:
             raise ApiError(401, "unauthenticated", "unknown API key", field="Authorization",
                            rule="known_key")

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
-from services.shared.api_keys import Role
+from services.shared.api_keys import Role, presented_principal
 from services.shared.errors import install_error_handlers
 from services.shared.http_basics import HttpMetrics, install_http_basics
 from services.shared.settings import Settings
@@ -118,12 +118,10 @@ def _log_changes(last: dict[str, str], now: dict[str, str]) -> None:
 async def _is_admin(request: Request) -> bool:
     """Whether the request carries an admin key of this app's key store (if it has one)."""
     keys = getattr(request.app.state, "api_keys", None)
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if keys is None or scheme.lower() != "bearer" or not key.strip():
+    if keys is None:
         return False
     try:
-        principal = keys.remembered(key.strip()) or await run_in_threadpool(
-            keys.resolve, key.strip())
-    except Exception:  # noqa: BLE001 - the key store may be the dependency that is down
+        principal = await presented_principal(request, keys)
+    except Exception:  # noqa: BLE001 - no key, or the key store is the dependency that is down
         return False
     return principal is not None and principal.role is Role.ADMIN

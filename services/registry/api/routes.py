@@ -93,9 +93,9 @@ async def record_events(request: Request, principal: Writer) -> dict[str, Any]:
     valid: dict[int, Any] = {}
     for index, item in enumerate(items):
         try:
-            valid[index] = SUBMISSION.validate_python(item)
-        except ValidationError as exc:
-            answers[index] = {"status": 422, **validation_error(exc.errors()).body()}
+            valid[index] = submission_of(item)
+        except ApiError as refusal:
+            answers[index] = {"status": refusal.status, **refusal.body()}
     service: RecordingService = request.app.state.recording_service
     outcomes = await run_in_threadpool(service.record_many, principal.name, list(valid.values()))
     recorded = 0
