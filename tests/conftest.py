@@ -69,9 +69,8 @@ from tests.kafka_broker import (  # noqa: E402
     ContainerBroker,
     KafkaTopic,
     TansuBroker,
-    create_topic,
+    new_topic,
     start_broker,
-    unique_topic,
 )
 
 
@@ -103,8 +102,4 @@ def kafka_topic(
 ) -> KafkaTopic:
     """A new 4-partition topic on the session broker, plus ``<name>.dlq`` with 1 partition."""
     prefix = "t." + "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]
-    name = unique_topic(prefix)
-    dlq_name = f"{name}.dlq"
-    create_topic(kafka_broker.bootstrap, name, partitions=4)
-    create_topic(kafka_broker.bootstrap, dlq_name, partitions=1)
-    return KafkaTopic(bootstrap=kafka_broker.bootstrap, name=name, dlq_name=dlq_name)
+    return new_topic(kafka_broker.bootstrap, prefix)

@@ -390,6 +390,15 @@ def unique_topic(prefix: str = "test") -> str:
     return f"{prefix}.{uuid.uuid4().hex[:8]}"
 
 
+def new_topic(bootstrap: str, prefix: str) -> KafkaTopic:
+    """A new 4-partition topic and its 1-partition dead-letter topic, created on the broker."""
+    name = unique_topic(prefix)
+    topic = KafkaTopic(bootstrap=bootstrap, name=name, dlq_name=f"{name}.dlq")
+    create_topic(bootstrap, topic.name, partitions=4)
+    create_topic(bootstrap, topic.dlq_name, partitions=1)
+    return topic
+
+
 def create_topic(bootstrap: str, name: str, partitions: int = 4, timeout: float = 15.0) -> None:
     """Create ``name`` with ``partitions`` partitions (replication factor 1) and wait until the
     broker's metadata shows every partition with a leader.

@@ -6,9 +6,7 @@ own lag tools."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,10 +24,8 @@ from services.shared.settings import sqlalchemy_url
 from tests.integration.distributed.test_kafka_flow import (
     Background,
     Cluster,
-    cluster_settings,
     wait_until,
 )
-from tests.kafka_broker import KafkaTopic
 
 pytestmark = pytest.mark.integration
 T = "2025-07-01T10:00:00+05:30"
@@ -98,13 +94,6 @@ class Probe:
             thread.start()
         for thread in threads:
             thread.join()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, postgres_url: str, kafka_topic: KafkaTopic) -> Iterator[Cluster]:
-    running = Cluster(cluster_settings(tmp_path, postgres_url, kafka_topic))
-    yield running
-    running.close()
 
 
 def test_a_read_with_min_position_shows_the_write_with_1_2_3_instances_and_rebalances(

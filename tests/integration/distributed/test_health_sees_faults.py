@@ -14,7 +14,7 @@ from services.projections.service import create_projection_app
 from services.registry.relay.service import create_relay_app
 from services.shared.api_keys import Role
 from tests.integration.distributed.test_kafka_flow import cluster_settings, wait_until
-from tests.kafka_broker import KafkaTopic, create_topic, unique_topic
+from tests.kafka_broker import new_topic
 
 pytestmark = pytest.mark.integration
 
@@ -27,9 +27,7 @@ def readiness(client: TestClient, headers: dict[str, str] | None = None) -> tupl
 def test_readiness_sees_a_stalled_and_a_dead_broker(
     tmp_path: Path, postgres_url: str, private_kafka_broker: Any
 ) -> None:
-    topic = KafkaTopic(private_kafka_broker.bootstrap, unique_topic("health"), "")
-    topic = KafkaTopic(topic.bootstrap, topic.name, f"{topic.name}.dlq")
-    create_topic(topic.bootstrap, topic.name, 4)
+    topic = new_topic(private_kafka_broker.bootstrap, "health")
     settings = cluster_settings(tmp_path, postgres_url, topic)
     with TestClient(create_relay_app(settings)) as relay, \
             TestClient(create_projection_app(settings)) as projections:

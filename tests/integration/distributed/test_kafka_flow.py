@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ from services.shared.settings import Settings, sqlalchemy_url
 from tests.e2e.test_embedded_process import free_port
 from tests.integration.connection_killer import ConnectionKiller
 from tests.integration.poisoned_log import register_firm, store_untranslatable_deal
-from tests.kafka_broker import TEST_CONSUMER_SETTINGS, KafkaTopic, create_topic, unique_topic
+from tests.kafka_broker import TEST_CONSUMER_SETTINGS, KafkaTopic, new_topic
 
 pytestmark = pytest.mark.integration
 SUBMISSIONS = TypeAdapter(Submission)
@@ -186,13 +186,6 @@ def cluster_settings(tmp_path: Path, database_url: str, topic: KafkaTopic) -> Se
         kafka_heartbeat_interval_ms=500, relay_poll_seconds=0.05, relay_max_backoff_seconds=1,
         freshness_wait_seconds=30,
     )
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, postgres_url: str, kafka_topic: KafkaTopic) -> Iterator[Cluster]:
-    running = Cluster(cluster_settings(tmp_path, postgres_url, kafka_topic))
-    yield running
-    running.close()
 
 
 def test_end_to_end_over_http_gives_the_embedded_totals(
@@ -478,10 +471,7 @@ def test_a_lost_database_connection_is_retried_not_parked(
 def test_writes_succeed_while_the_broker_is_paused_and_all_arrive_once(
     tmp_path: Path, postgres_url: str, private_kafka_broker: Any
 ) -> None:
-    topic = KafkaTopic(private_kafka_broker.bootstrap, unique_topic("paused"), "")
-    topic = KafkaTopic(topic.bootstrap, topic.name, f"{topic.name}.dlq")
-    create_topic(topic.bootstrap, topic.name, 4)
-    create_topic(topic.bootstrap, topic.dlq_name, 1)
+    topic = new_topic(private_kafka_broker.bootstrap, "paused")
     cluster = Cluster(cluster_settings(tmp_path, postgres_url, topic))
     try:
         relay = cluster.relay()

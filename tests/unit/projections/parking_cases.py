@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
@@ -20,10 +19,10 @@ from services.projections.read_model.queries import ReadModelQueries
 from services.projections.read_model.tables import (
     ParkedState,
     TotalsDimension,
-    create_read_schema,
     parked_events,
 )
 from tests.unit.projections.envelopes import EventLog, money, usd
+from tests.unit.projections.projector_cases import ReadModelFixtures
 
 # Offsets a partner's clock may send that leave the range of datetime once moved to UTC.
 YEAR_ONE_IN_INDIA = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5, minutes=30)))
@@ -81,21 +80,8 @@ class PoisonedLog:
         self.log.pledge(self.healthy, "h2", "toyota", money("1", "2", "USD"), usd("1", "2"))
 
 
-class ParkingCases:
+class ParkingCases(ReadModelFixtures):
     refuses_nul = False
-
-    @pytest.fixture
-    def engine(self) -> Iterator[Engine]:
-        raise NotImplementedError("a backend's test class provides the engine")
-
-    @pytest.fixture
-    def projector(self, engine: Engine) -> ReadModelProjector:
-        create_read_schema(engine)
-        return ReadModelProjector(engine)
-
-    @pytest.fixture
-    def queries(self, engine: Engine, projector: ReadModelProjector) -> ReadModelQueries:
-        return ReadModelQueries(engine)
 
     def project(self, projector: ReadModelProjector, envelopes: list[EventEnvelope]) -> Any:
         return projector.project(entries_of(envelopes), log_progress(envelopes))

@@ -63,7 +63,9 @@ def everything(queries: ReadModelQueries, deal_ids: list[UUID]) -> dict[str, Any
     }
 
 
-class ProjectorCases:
+class ReadModelFixtures:
+    """A projector and its queries over the engine a backend's test class provides."""
+
     @pytest.fixture
     def engine(self) -> Iterator[Engine]:
         raise NotImplementedError("a backend's test class provides the engine")
@@ -76,6 +78,9 @@ class ProjectorCases:
     @pytest.fixture
     def queries(self, engine: Engine, projector: ReadModelProjector) -> ReadModelQueries:
         return ReadModelQueries(engine)
+
+
+class ProjectorCases(ReadModelFixtures):
 
     @pytest.fixture
     def scenario(self) -> Scenario:
