@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from contracts.events_v1 import PAYLOAD_MODELS, SCHEMA_VERSION, EventEnvelope, EventType
+from contracts.stream_v1 import EPOCH_HEADER, SEQ_HEADER
 from contracts.submissions_v1 import Receipt, Submission
 from contracts.untranslatable_v1 import UNTRANSLATABLE_HEADER, UntranslatableEvent
 from contracts.watermark_v1 import WATERMARK_HEADER, Watermark
@@ -81,6 +82,24 @@ def receipt_schema() -> dict[str, Any]:
 _HEADER_NOTE = "Kafka header; the value is the UTF-8 bytes of the string form."
 
 
+def _stamp_headers() -> dict[str, Any]:
+    """The relay's stamp on every record it publishes (`stream_v1`)."""
+    return {
+        EPOCH_HEADER: {
+            "type": "string", "pattern": "^[1-9][0-9]*$",
+            "description": "The relay's epoch: it grows when the relay finds the topic lost "
+            "and publishes the whole log again; skip records of an older epoch than one read. "
+            f"{_HEADER_NOTE}",
+        },
+        SEQ_HEADER: {
+            "type": "string", "pattern": "^(0|[1-9][0-9]*)$",
+            "description": "The record's number in its partition within the epoch, from 0. "
+            "It may repeat (records sent again), never jump: a jump means records are missing. "
+            f"{_HEADER_NOTE}",
+        },
+    }
+
+
 def _event_headers(event_type: EventType | None) -> dict[str, Any]:
     """Schema of the headers the relay puts on every event message."""
     type_schema: dict[str, Any] = {"type": "string", "description": f"Event type. {_HEADER_NOTE}"}
@@ -90,8 +109,10 @@ def _event_headers(event_type: EventType | None) -> dict[str, Any]:
         type_schema["const"] = event_type.value
     return {
         "type": "object",
-        "required": ["event_id", "event_type", "schema_version", "position"],
+        "required": ["event_id", "event_type", "schema_version", "position", EPOCH_HEADER,
+                     SEQ_HEADER],
         "properties": {
+            **_stamp_headers(),
             "event_id": {
                 "type": "string",
                 "description": f"The partner's id for the event (unique per partner). "
@@ -183,8 +204,8 @@ def _untranslatable_message() -> dict[str, Any]:
         "until it is retried from the registry's log after a fix.",
         "contentType": "application/json",
         "headers": {"type": "object", "properties": {
-            UNTRANSLATABLE_HEADER: {"type": "string", "const": "1"}},
-            "required": [UNTRANSLATABLE_HEADER]},
+            UNTRANSLATABLE_HEADER: {"type": "string", "const": "1"}, **_stamp_headers()},
+            "required": [UNTRANSLATABLE_HEADER, EPOCH_HEADER, SEQ_HEADER]},
         "payload": {"$ref": UNTRANSLATABLE_FILE},
         "bindings": _kafka_message_binding(),
     }
@@ -201,12 +222,13 @@ def _watermark_message() -> dict[str, Any]:
         "summary": "Every event up to a log position is on the topic.",
         "description": "Sent by the relay to every partition, without a key, with the header "
         f"`{WATERMARK_HEADER}: 1`, after the broker acknowledged a page of the log up to "
-        "`position`. Not an event: consumers must not apply it. A partition read up to a "
-        "watermark holds no unread event at or below its `position`.",
+        "`position`, and repeated while the relay is idle (a heartbeat). Not an event: "
+        "consumers must not apply it. A partition read up to a watermark holds no unread "
+        "event at or below its `position`.",
         "contentType": "application/json",
         "headers": {"type": "object", "properties": {
-            WATERMARK_HEADER: {"type": "string", "const": "1"}},
-            "required": [WATERMARK_HEADER]},
+            WATERMARK_HEADER: {"type": "string", "const": "1"}, **_stamp_headers()},
+            "required": [WATERMARK_HEADER, EPOCH_HEADER, SEQ_HEADER]},
         "payload": {"$ref": WATERMARK_FILE},
         "bindings": _kafka_message_binding(),
     }

@@ -57,6 +57,23 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return _serve(create_relay_app(_service_settings(args)), args, "Relay")
 
 
+def cmd_relay_republish(args: argparse.Namespace) -> int:
+    """Begin a new epoch: the leading relay publishes the whole log again, and every
+    projection instance reads its partitions again from their start (nothing counts twice:
+    an aggregate's version applied once is never applied again)."""
+    from services.registry.relay.published_position import PublishedPosition
+
+    settings = _settings(args)
+    engine = create_sql_engine(settings.registry_tables_url())
+    check_reachable(engine, "the registry database")
+    published = PublishedPosition(engine, settings.kafka_topic)
+    published.create_schema()
+    epoch = published.start_epoch()
+    print(f"epoch {epoch}: the leading relay publishes {settings.kafka_topic} again from "
+          "position 1; the projections read it again from the start of each partition")
+    return 0
+
+
 def cmd_projections(args: argparse.Namespace) -> int:
     from services.projections.service import create_projection_app
 
@@ -407,6 +424,19 @@ def _add_rebuild(projections: argparse.ArgumentParser) -> None:
     rebuild.set_defaults(run=cmd_projections_rebuild)
 
 
+def _add_republish(relay: argparse.ArgumentParser) -> None:
+    actions = relay.add_subparsers(dest="relay_command", metavar="{republish}",
+                                   help="without one: run the service")
+    republish = actions.add_parser(
+        "republish", help="publish the whole log to the topic again, in a new epoch",
+        description="Recovery of a topic that lost events the relay cannot see itself (the "
+        "relay finds a broker that restarted empty on its own): starts a new epoch, so the "
+        "leading relay publishes the log again from position 1 and the projections read "
+        "each partition again from its start. Safe while everything runs.")
+    republish.add_argument("--data-dir", help="folder for SQLite files (DEALREG_DATA_DIR)")
+    republish.set_defaults(run=cmd_relay_republish)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dealreg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -430,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
         service.set_defaults(run=run)
         if name == "projections":
             _add_rebuild(service)
+        if name == "relay":
+            _add_republish(service)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)

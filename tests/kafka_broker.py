@@ -184,6 +184,19 @@ class TansuBroker:
             self._log_file.close()
             self._log_file = None
 
+    def kill(self) -> int:
+        """SIGKILL, no grace: a crash. Returns the port, on which ``start(port=...)`` brings
+        up a broker that has lost every topic (storage is in memory)."""
+        proc, self._proc = self._running(), None
+        proc.kill()
+        proc.wait(timeout=5)
+        self._paused = False
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        assert self._port is not None
+        return self._port
+
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): connections stay open but nothing is answered."""
         proc = self._running()

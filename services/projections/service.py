@@ -97,6 +97,12 @@ def create_projection_app(settings: Settings) -> FastAPI:
           registry=metrics.registry).set_function(lambda: consumer.stats.applied)
     Gauge("dealreg_events_dead_lettered", "Parked events copied to the dead-letter topic",
           registry=metrics.registry).set_function(lambda: consumer.stats.dead_lettered)
+    Gauge("dealreg_consumer_rewinds", "Partitions this process read again from their start "
+          "(the topic was recreated, or the relay published the log again)",
+          registry=metrics.registry).set_function(lambda: consumer.stats.rewinds)
+    Gauge("dealreg_consumer_gap_partitions", "Partitions whose records stopped following on "
+          "(records missing before them: skipped, unapplied)",
+          registry=metrics.registry).set_function(lambda: len(consumer.stats.gaps))
     metrics.registry.register(ConsumerLag(consumer.stats))
 
     install_read_api(app, ReadModelQueries(read_engine), key_store, metrics, projector.applied)

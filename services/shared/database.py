@@ -1,10 +1,11 @@
-"""The one way to open a SQLAlchemy engine, with SQLite tuned for a reader beside a writer."""
+"""The one way to open a SQLAlchemy engine, with SQLite tuned for a reader beside a writer,
+and the one way an existing table gains new columns."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
 
@@ -43,3 +44,24 @@ def check_reachable(engine: Engine, what: str) -> None:
         raise DependencyUnavailable(
             f"{what} at {redacted(str(engine.url))} is unreachable: {reason}"
         ) from exc
+
+
+def upgrade_columns(engine: Engine, table: Table, retired: tuple[str, ...] = ()) -> None:
+    """Bring an existing table's columns in line with `table`: add the columns it lacks
+    (each new column has a server default, so existing rows get a value) and drop the
+    `retired` ones still there. `create_all` makes missing tables but never alters one."""
+    existing = {column["name"] for column in inspect(engine).get_columns(table.name)}
+    with engine.begin() as conn:
+        for column in table.columns:
+            if column.name in existing:
+                continue
+            if column.server_default is None:
+                raise ValueError(f"cannot add {table.name}.{column.name}: it has no default")
+            default = column.server_default.arg  # type: ignore[attr-defined]
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(
+                f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind} '
+                f"NOT NULL DEFAULT {default}")
+        for name in retired:
+            if name in existing:
+                conn.exec_driver_sql(f'ALTER TABLE "{table.name}" DROP COLUMN "{name}"')

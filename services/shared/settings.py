@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     relay_page_size: int = Field(default=1000, ge=1, le=100_000)
     relay_poll_seconds: float = Field(default=0.1, gt=0)
     relay_max_backoff_seconds: float = Field(default=10.0, gt=0)
+    # While idle, the relay repeats its watermark this often: how soon a lost topic is seen.
+    relay_heartbeat_seconds: float = Field(default=2.0, gt=0)
 
     def dead_letter_topic(self) -> str:
         return self.kafka_dlq_topic or f"{self.kafka_topic}.dlq"

@@ -19,6 +19,7 @@ from uuid import UUID
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from contracts.events_v1 import EventEnvelope
+from contracts.stream_v1 import StreamStamp
 from services.projections.projectors.failures import printable
 from services.projections.read_model.progress import LOG_SOURCE
 from services.projections.read_model.tables import ParkedState, parked_events
@@ -52,6 +53,7 @@ class SourceEntry:
     offset: int
     envelope: EventEnvelope | None = None
     unreadable: Unreadable | None = None
+    stamp: StreamStamp | None = None  # the relay's, on a topic record (contracts.stream_v1)
 
     @classmethod
     def of_log(cls, envelope: EventEnvelope) -> SourceEntry:

@@ -61,11 +61,12 @@ from services.projections.read_model.deal_history import (
     apply_deal_event,
 )
 from services.projections.read_model.progress import (
-    LOG_SOURCE,
     AppliedPosition,
     SourceProgress,
     merged,
+    progress_up_to,
     read_position,
+    record_progress,
     stored_offsets,
 )
 from services.projections.read_model.tables import (
@@ -84,7 +85,6 @@ from services.projections.read_model.tables import (
     pledges,
     projector_lock,
     recorded_events,
-    source_progress,
 )
 
 log = logging.getLogger("dealreg.projections.projector")
@@ -378,23 +378,6 @@ class RetryOutcome:
     reason: str = ""  # why it is still parked
 
 
-def progress_up_to(entries: Sequence[SourceEntry]) -> list[SourceProgress]:
-    """How far each source partition is read once these entries (a prefix of a batch) are
-    handled: their offsets; the position stays where it was until the rest is handled."""
-    furthest: dict[tuple[str, int], SourceProgress] = {}
-    for entry in entries:
-        key = (entry.source, entry.partition)
-        before = furthest.get(key)
-        offset = max(entry.offset, before.offset if before else entry.offset)
-        # The offset only: how far the partition is complete is the whole batch's to say
-        # (an entry's own position is not proof of that: it may not be the relay's).
-        # On the log, an offset is a position read in full.
-        position = offset if entry.source == LOG_SOURCE else 0
-        furthest[key] = SourceProgress(entry.source, entry.partition, offset, position,
-                                       caught_up=False)
-    return list(furthest.values())
-
-
 class ReadModelProjector:
     """Keeps the read model's tables in step with the registry's log.
 
@@ -497,7 +480,7 @@ class ReadModelProjector:
                     outcome.parked.append(park(conn, self.name, entry, ParkedState.FAILED,
                                                reason))
                 for item in merged(progress):
-                    self._record_progress(conn, item)
+                    record_progress(conn, self.name, item)
                 outcome.position = read_position(conn, self.name)
             self.applied.set(outcome.position)
         return outcome
@@ -676,7 +659,7 @@ class ReadModelProjector:
         batch.write(conn)
         self._write_applied_versions(conn, before, applied)
         for item in merged(progress):
-            self._record_progress(conn, item)
+            record_progress(conn, self.name, item)
         outcome.applied = len(fresh)
         outcome.position = read_position(conn, self.name)
         return outcome
@@ -713,33 +696,6 @@ class ReadModelProjector:
         if changed:
             conn.execute(
                 _update_by_key(applied_versions, ("aggregate_id",), ("version",)), changed)
-
-    def _record_progress(self, conn: Connection, item: SourceProgress) -> None:
-        key = (
-            source_progress.c.projector == self.name,
-            source_progress.c.source == item.source,
-            source_progress.c.partition == item.partition,
-        )
-        if not item.read:
-            # A partition made known, not read yet: a row at position 0, unless it has one.
-            conn.execute(_insert(conn, source_progress).values(
-                projector=self.name, source=item.source, partition=item.partition,
-                offset=item.offset, position=0, caught_up=False,
-            ).on_conflict_do_nothing())
-            return
-        row = conn.execute(select(source_progress).where(*key)).first()
-        if row is None:
-            conn.execute(insert(source_progress), dict(
-                projector=self.name, source=item.source, partition=item.partition,
-                offset=item.offset, position=item.position, caught_up=item.caught_up,
-            ))
-            return
-        # Never move back: a late, smaller batch must not undo a larger one's progress.
-        conn.execute(update(source_progress).where(*key), dict(
-            offset=max(row.offset, item.offset),
-            position=max(row.position, item.position),
-            caught_up=item.caught_up if item.offset >= row.offset else row.caught_up,
-        ))
 
 
 def _source_order(entry: SourceEntry) -> tuple[str, int, int]:

@@ -28,7 +28,10 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    text,
 )
+
+from services.shared.database import upgrade_columns
 
 # The tracking row of the projector that feeds these tables.
 READ_MODEL_PROJECTOR = "read_model"
@@ -252,7 +255,9 @@ source_progress = Table(
     Column("partition", Integer, primary_key=True, autoincrement=False),
     Column("offset", BigInteger, nullable=False),
     Column("position", BigInteger, nullable=False),
-    Column("caught_up", Boolean, nullable=False),
+    # The stamp of the last relay record handled here (contracts.stream_v1); 0 and -1: none.
+    Column("epoch", BigInteger, nullable=False, server_default=text("0")),
+    Column("seq", BigInteger, nullable=False, server_default=text("-1")),
 )
 
 
@@ -300,3 +305,4 @@ def create_read_schema(engine: Engine) -> None:
     """Create the read model's tables and indexes where missing; run once at start-up."""
     read_model.create_all(engine)
     parking.create_all(engine)
+    upgrade_columns(engine, source_progress, retired=("caught_up",))

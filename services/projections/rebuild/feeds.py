@@ -191,7 +191,13 @@ class KafkaFeed:
                 continue
             stalled_since = time.monotonic()
             before = replay.stats.applied
-            replay.handle(wanted, consumer.highwater)
+            handled = replay.handle(wanted, consumer.highwater)
+            if handled.rewound:
+                raise RebuildFailed(
+                    f"partitions {sorted(tp.partition for tp in handled.rewound)} of "
+                    f"{self.config.topic} hold an epoch of the relay that begins past their "
+                    "start: the topic lost records again; run `dealreg relay republish` "
+                    "and rebuild once the relay is ready")
             self.applied += replay.stats.applied - before
             for tp, records in wanted.items():
                 self._done[tp.partition] = records[-1].offset

@@ -4,8 +4,8 @@
 2. The feed applies everything the live read model has applied, without holding it up,
    until what is left is small.
 3. At one moment of the live side (a snapshot; its projector goes on), the fresh tables
-   are caught up to what it had applied, its `caught_up` flags are carried over, and every
-   table's checksum is taken on both sides.
+   are caught up to what it had applied, its stamps (what it read of the topic) are carried
+   over, and every table's checksum is taken on both sides.
 4. Unless this is a dry run: with the live projector held off, what it applied since that
    moment is applied too, and the fresh tables become the live ones, in one transaction.
 
@@ -70,21 +70,21 @@ class RebuildReport:
         return self.events / self.applying_seconds if self.applying_seconds else 0.0
 
 
-def _inherit_caught_up(live: Connection, fresh: Engine) -> None:
-    """Copy the live side's `caught_up` flags: they record what the live consumer saw of
-    the broker's high-water mark when it read, not which events it applied, and they decide
-    the position live readers are told after the switch."""
-    flags = live.execute(
-        select(source_progress.c.source, source_progress.c.partition, source_progress.c.caught_up)
+def _inherit_stamps(live: Connection, fresh: Engine) -> None:
+    """Copy the live side's stamps (`contracts.stream_v1`): they record what the live
+    consumer saw of the topic's records, and decide what it expects next after the switch."""
+    stamps = live.execute(
+        select(source_progress.c.source, source_progress.c.partition, source_progress.c.epoch,
+               source_progress.c.seq)
         .where(source_progress.c.projector == READ_MODEL_PROJECTOR)
     ).all()
     with fresh.begin() as conn:
-        for row in flags:
+        for row in stamps:
             conn.execute(update(source_progress).where(
                 source_progress.c.projector == READ_MODEL_PROJECTOR,
                 source_progress.c.source == row.source,
                 source_progress.c.partition == row.partition,
-            ).values(caught_up=row.caught_up))
+            ).values(epoch=row.epoch, seq=row.seq))
 
 
 def rebuild_read_model(live: Engine, feed: Feed, progress: RebuildProgress,
@@ -113,7 +113,7 @@ def rebuild_read_model(live: Engine, feed: Feed, progress: RebuildProgress,
             progress.set_total(feed.size(target))
             feed.apply_until(projector, target, progress)
             report.applying_seconds = time.perf_counter() - started
-            _inherit_caught_up(snapshot, fresh.engine)
+            _inherit_stamps(snapshot, fresh.engine)
             live_sums = checksums(snapshot)
             with fresh.engine.connect() as conn:
                 rebuilt_sums = checksums(conn)
@@ -127,7 +127,7 @@ def rebuild_read_model(live: Engine, feed: Feed, progress: RebuildProgress,
                 target = live_target(held, feed)
                 progress.set_total(feed.size(target))
                 feed.apply_until(projector, target, progress)
-                _inherit_caught_up(held, fresh.engine)
+                _inherit_stamps(held, fresh.engine)
                 fresh.switch(held)
                 report.switched = True
             report.held_seconds = time.perf_counter() - holding

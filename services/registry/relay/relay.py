@@ -7,6 +7,13 @@ acknowledged the whole page; then it sends a watermark to every partition ("ever
 this position is on the topic"), from which the projections know how far each partition is
 complete, even one that received none of the page's events. While the broker is
 unreachable, partners keep writing to the log; the relay backs off, reconnects and catches up.
+
+Every record carries the epoch and its seq in its partition (`contracts.stream_v1`). When the
+broker acknowledges an offset at or below one it acknowledged before, the topic has lost
+what the relay published (a broker that restarted empty, a topic recreated): the relay says
+so (log, metric, readiness) and publishes the whole log again in a new epoch, from which the
+projections read their partitions again. While idle, it repeats its last watermark every
+`heartbeat_seconds`, so a topic lost while nothing is written is seen within seconds too.
 """
 
 from __future__ import annotations
@@ -23,7 +30,11 @@ from services.registry.adapters.log_notifications import STOP_CHECK_SECONDS, lis
 from services.registry.relay.contract_events import Untranslatable, translated
 from services.registry.relay.kafka_publisher import KafkaPublisher
 from services.registry.relay.leadership import Leadership
-from services.registry.relay.published_position import PublishedPosition
+from services.registry.relay.published_position import (
+    PublishedPosition,
+    RelayStream,
+    TopicLoss,
+)
 
 log = logging.getLogger("dealreg.relay")
 
@@ -43,6 +54,18 @@ class RelayStatus:
     published_position: int = 0
     # The last position announced to every partition by a watermark (contracts.watermark_v1).
     watermark_position: int = 0
+    epoch: int = 0  # the epoch this relay last published in
+    topic_losses: int = 0  # topics found younger than the relay's records, by this process
+    # Set when a topic loss was found: what happened, and the log head to re-publish up to.
+    lost_topic: str = ""
+    republish_until: int = 0
+
+    def republishing(self) -> str:
+        """Why the topic is not yet whole again, or '' when it is."""
+        if not self.lost_topic or self.published_position >= self.republish_until:
+            return ""
+        return (f"{self.lost_topic}; re-publishing the log: position "
+                f"{self.published_position} of {self.republish_until}")
 
 
 class Relay:
@@ -55,6 +78,7 @@ class Relay:
         page_size: int = 1000,
         poll_seconds: float = 0.1,
         max_backoff_seconds: float = 10.0,
+        heartbeat_seconds: float = 2.0,
     ) -> None:
         self.store = store
         self.published = published
@@ -63,12 +87,14 @@ class Relay:
         self.page_size = page_size
         self.poll_seconds = poll_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self.heartbeat_seconds = heartbeat_seconds
         self.status = RelayStatus(published_position=published.load())
         self._publisher: KafkaPublisher | None = None
         self._appended = threading.Event()
         # Announced by this relay since it last connected; a new leader announces once even
         # if idle, since it cannot know whether the last leader's announcement went out.
         self._watermarked = -1
+        self._watermarked_at = 0.0
 
     def lag(self) -> int:
         return max(0, self.store.head_position() - self.status.published_position)
@@ -97,38 +123,76 @@ class Relay:
     def publish_page(self) -> int:
         """Publish the next page of the log; return how many log entries it covered."""
         position = self.published.load()
+        stream = self.published.load_stream()
+        self.status.epoch = stream.epoch
         notifications = list(self.store.read_log(after=position, limit=self.page_size))
         if not notifications:
             self.status.published_position = position
-            self._announce(position)
+            self._announce(position, stream)
             return 0
         # An event that cannot be translated goes out as a record the consumers park, in its
         # place and keyed by its aggregate: waiting for a fix here would stall every deal.
         items = [item.as_record() if isinstance(item, Untranslatable) else item
                  for item in translated(notifications, self.store.mapper)]
         if items:
-            if self._publisher is None:
-                self._publisher = self.connect()
-            self._publisher.publish(items)
-        self.published.save(notifications[-1].id)
+            self._connected().publish(items, stream)
+            if self._found_lost(stream):
+                return len(notifications)
+        if not self.published.save(notifications[-1].id, stream):
+            log.info("another epoch began while publishing; starting over from its position")
+            return len(notifications)
         self.status.published_position = notifications[-1].id
         self.status.published_events += len(items)
         self.status.untranslatable_events += sum(
             1 for item in items if not isinstance(item, EventEnvelope))
-        self._announce(notifications[-1].id)
+        self._announce(notifications[-1].id, stream)
         return len(notifications)
 
-    def _announce(self, position: int) -> None:
+    def _announce(self, position: int, stream: RelayStream) -> None:
         """Send a watermark for `position`, which the broker has acknowledged, unless this
-        relay announced it already: one record per partition per page, none while idle. A
-        failure raises; the next call (the next loop, even an idle one) tries again."""
-        if position <= self._watermarked:
+        relay announced it less than `heartbeat_seconds` ago: one record per partition per
+        page, and while idle one per heartbeat, whose offsets show a topic lost meanwhile.
+        A failure raises; the next call (the next loop, even an idle one) tries again."""
+        if position <= self._watermarked \
+                and time.monotonic() - self._watermarked_at < self.heartbeat_seconds:
             return
+        self._connected().publish_watermark(position, stream)
+        if self._found_lost(stream) or not self.published.save(None, stream):
+            return
+        self._watermarked = position
+        self._watermarked_at = time.monotonic()
+        self.status.watermark_position = position
+
+    def _found_lost(self, stream: RelayStream) -> bool:
+        """If the broker's acknowledgements show the topic younger than the relay's records,
+        begin a new epoch (the whole log is published again) and say so; True then."""
+        loss = stream.younger_topic()
+        if loss is None:
+            return False
+        self._begin_epoch_after(loss, stream)
+        return True
+
+    def _begin_epoch_after(self, loss: TopicLoss, stream: RelayStream) -> None:
+        head = self.store.head_position()
+        epoch = self.published.start_epoch(acked=stream.seen_high)
+        self.status.topic_losses += 1
+        self.status.lost_topic = (f"topic {self.published.topic} lost records the relay had "
+                                  f"published ({loss.describe()})")
+        self.status.republish_until = head
+        self.status.published_position = 0
+        self.status.epoch = epoch
+        self._watermarked = -1
+        log.error("%s: the broker restarted empty or the topic was recreated; publishing the "
+                  "whole log again (positions 1 to %d) in epoch %d", self.status.lost_topic,
+                  head, epoch, extra={"fields": {
+                      "partition": loss.partition, "offset": loss.offset,
+                      "acknowledged_before": loss.before, "epoch": epoch,
+                      "republish_until": head}})
+
+    def _connected(self) -> KafkaPublisher:
         if self._publisher is None:
             self._publisher = self.connect()
-        self._publisher.publish_watermark(position)
-        self._watermarked = position
-        self.status.watermark_position = position
+        return self._publisher
 
     def _acquire(self, stop: threading.Event) -> bool:
         announced = False
@@ -156,8 +220,7 @@ class Relay:
                 self.leadership.release()
                 return
             try:
-                if self._publisher is None:
-                    self._publisher = self.connect()
+                self._connected()
                 self.status.broker_ok = True
                 covered = self.publish_page()
             except Exception as exc:  # noqa: BLE001 - broker or database trouble: retry later

@@ -38,6 +38,7 @@ def build_relay(settings: Settings) -> Relay:
         page_size=settings.relay_page_size,
         poll_seconds=settings.relay_poll_seconds,
         max_backoff_seconds=settings.relay_max_backoff_seconds,
+        heartbeat_seconds=settings.relay_heartbeat_seconds,
     )
 
 
@@ -53,10 +54,16 @@ def create_relay_app(settings: Settings) -> FastAPI:
         if not relay.status.broker_ok:
             raise ConnectionError(f"{settings.kafka_bootstrap}: {relay.status.last_error}")
 
+    def topic_whole() -> None:
+        republishing = relay.status.republishing()
+        if republishing:
+            raise RuntimeError(republishing)
+
     metrics = HttpMetrics()
     app = create_service_app(
         "Deal Registry: relay", DESCRIPTION, settings, metrics,
-        {"event_store": relay.store.head_position, "broker": broker_reachable}, lifespan,
+        {"event_store": relay.store.head_position, "broker": broker_reachable,
+         "topic": topic_whole}, lifespan,
     )
     gauges = {
         "dealreg_relay_lag": ("Log head minus published position", relay.lag),
@@ -71,6 +78,11 @@ def create_relay_app(settings: Settings) -> FastAPI:
         "dealreg_relay_watermark_position": (
             "Last log position announced to every partition by a watermark",
             lambda: relay.status.watermark_position),
+        "dealreg_relay_epoch": ("The epoch this relay last published in (contracts.stream_v1)",
+                                lambda: relay.status.epoch),
+        "dealreg_relay_topic_losses": (
+            "Times this process found the topic younger than its records and re-published",
+            lambda: relay.status.topic_losses),
     }
     for name, (doc, read) in gauges.items():
         Gauge(name, doc, registry=metrics.registry).set_function(read)

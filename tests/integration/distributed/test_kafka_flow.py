@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pydantic import TypeAdapter
 from sqlalchemy import select
 
@@ -53,7 +53,7 @@ from services.shared.settings import Settings, sqlalchemy_url
 from tests.e2e.test_embedded_process import free_port
 from tests.integration.connection_killer import ConnectionKiller
 from tests.integration.poisoned_log import register_firm, store_untranslatable_deal
-from tests.kafka_broker import TEST_CONSUMER_SETTINGS, KafkaTopic, new_topic
+from tests.kafka_broker import KafkaTopic, new_topic
 
 pytestmark = pytest.mark.integration
 SUBMISSIONS = TypeAdapter(Submission)
@@ -160,11 +160,29 @@ def read_model_state(queries: ReadModelQueries) -> dict[str, Any]:
 
 
 def topic_messages(bootstrap: str, topic: str) -> list[Any]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=f"reader-{uuid.uuid4().hex}",
-                             consumer_timeout_ms=3000, **TEST_CONSUMER_SETTINGS)
+    """Every record of the topic up to each partition's end as first seen (the relay's
+    heartbeat watermarks keep coming, so waiting for silence would never end)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             group_id=None, auto_offset_reset="earliest")
     try:
-        return list(consumer)
+        partitions = [TopicPartition(topic, p)
+                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        messages: list[Any] = []
+        ends: dict[TopicPartition, int] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                messages.extend(records)
+            for tp in partitions:
+                end = consumer.highwater(tp)
+                if tp not in ends and end is not None:
+                    ends[tp] = end
+            if len(ends) == len(partitions) and all(
+                    consumer.position(tp) >= end for tp, end in ends.items()):
+                return [m for m in messages if m.offset < ends[TopicPartition(topic, m.partition)]]
+        raise AssertionError(f"could not read {topic} to its end")
     finally:
         consumer.close()
 
@@ -264,7 +282,7 @@ def test_relay_crash_after_publishing_republishes_without_double_counting(
     last = cluster.record_scenario()
     crashing = cluster.relay()
 
-    def crash(_: int) -> None:
+    def crash(*_: object) -> None:
         raise SystemExit("killed after the broker acknowledged, before recording")
 
     monkeypatch.setattr(crashing.published, "save", crash)

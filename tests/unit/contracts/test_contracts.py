@@ -269,7 +269,7 @@ def test_asyncapi_has_a_message_per_event_type_with_its_schemas() -> None:
         message = messages[event_type.value]
         assert event_type.value in events_channel["messages"]
         assert set(message["headers"]["required"]) == {
-            "event_id", "event_type", "schema_version", "position"}
+            "event_id", "event_type", "schema_version", "position", "epoch", "seq"}
         assert message["headers"]["properties"]["event_type"]["const"] == event_type.value
         refs = refs_in(message["payload"])
         assert schema_export.ENVELOPE_FILE in refs
