@@ -53,16 +53,18 @@ class KafkaPublisher:
             max_block_ms=10_000,
         )
 
-    def partitions(self) -> list[int]:
+    def partitions(self, stream: RelayStream) -> list[int]:
+        """The topic's partitions, which must be those `stream` numbered (TopicReshaped)."""
         partitions = sorted(self.producer.partitions_for(self.topic) or ())
         if not partitions:
             raise RuntimeError(f"topic {self.topic} has no partitions")
+        stream.check_partitions(self.topic, partitions)
         return partitions
 
     def publish(self, items: Sequence[EventEnvelope | UntranslatableEvent],
                 stream: RelayStream) -> None:
         """Envelopes, and records standing in for events without one, keyed by aggregate."""
-        partitions = self.partitions()
+        partitions = self.partitions(stream)
         sent = []
         for item in items:
             key = str(item.aggregate_id).encode()
@@ -79,7 +81,7 @@ class KafkaPublisher:
         """Tell every partition that everything up to `position` is on the topic; returns the
         partition count. Call only once the broker acknowledged every event up to `position`
         (`publish` returned): each partition then holds those events before this record."""
-        partitions = self.partitions()
+        partitions = self.partitions(stream)
         sent = [
             (partition, self.producer.send(
                 self.topic, partition=partition,

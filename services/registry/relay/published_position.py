@@ -69,6 +69,11 @@ class TopicLoss:
                 f"offset {self.before} it acknowledged before")
 
 
+class TopicReshaped(Exception):
+    """The topic has other partitions than those the relay numbered its records in: each
+    deal's partition would change, and with it the order consumers rely on."""
+
+
 @dataclass
 class RelayStream:
     """The relay's numbering of its records, per partition, within one epoch, and the
@@ -79,6 +84,15 @@ class RelayStream:
     acked: dict[int, int] = field(default_factory=dict)  # as saved
     seen_low: dict[int, int] = field(default_factory=dict)  # since loaded
     seen_high: dict[int, int] = field(default_factory=dict)
+
+    def check_partitions(self, topic: str, partitions: list[int]) -> None:
+        """Raise TopicReshaped unless the topic has the partitions numbered so far."""
+        known = sorted(self.next_seq)
+        if known and known != partitions:
+            raise TopicReshaped(
+                f"topic {topic} has {len(partitions)} partitions, the relay published to "
+                f"{len(known)}: recreate it with {len(known)} partitions (`dealreg topics "
+                f"create --partitions {len(known)}`); publishing waits until then")
 
     def stamp(self, partition: int) -> StreamStamp:
         """The stamp of the next record sent to `partition`."""

@@ -34,6 +34,7 @@ from services.registry.relay.published_position import (
     PublishedPosition,
     RelayStream,
     TopicLoss,
+    TopicReshaped,
 )
 
 log = logging.getLogger("dealreg.relay")
@@ -59,9 +60,12 @@ class RelayStatus:
     # Set when a topic loss was found: what happened, and the log head to re-publish up to.
     lost_topic: str = ""
     republish_until: int = 0
+    reshaped: str = ""  # set while the topic's partitions are not those numbered
 
-    def republishing(self) -> str:
-        """Why the topic is not yet whole again, or '' when it is."""
+    def topic_fault(self) -> str:
+        """Why the topic does not hold the whole log as the relay numbered it, or ''."""
+        if self.reshaped:
+            return self.reshaped
         if not self.lost_topic or self.published_position >= self.republish_until:
             return ""
         return (f"{self.lost_topic}; re-publishing the log: position "
@@ -223,6 +227,13 @@ class Relay:
                 self._connected()
                 self.status.broker_ok = True
                 covered = self.publish_page()
+                self.status.reshaped = ""
+            except TopicReshaped as exc:
+                if not self.status.reshaped:
+                    log.error("%s", exc)
+                self.status.reshaped = str(exc)
+                stop.wait(self.max_backoff_seconds)
+                continue
             except Exception as exc:  # noqa: BLE001 - broker or database trouble: retry later
                 self.status.broker_ok = False
                 self.status.last_error = f"{type(exc).__name__}: {exc}"

@@ -55,9 +55,9 @@ def create_relay_app(settings: Settings) -> FastAPI:
             raise ConnectionError(f"{settings.kafka_bootstrap}: {relay.status.last_error}")
 
     def topic_whole() -> None:
-        republishing = relay.status.republishing()
-        if republishing:
-            raise RuntimeError(republishing)
+        fault = relay.status.topic_fault()
+        if fault:
+            raise RuntimeError(fault)
 
     metrics = HttpMetrics()
     app = create_service_app(

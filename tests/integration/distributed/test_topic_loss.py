@@ -33,7 +33,7 @@ from services.projections.service import consumer_config, create_projection_app
 from services.registry.application.commands import RecordPartnerEvent
 from services.registry.relay.contract_events import envelopes_from
 from services.registry.relay.kafka_publisher import message_headers, partition_of
-from services.registry.relay.published_position import PublishedPosition
+from services.registry.relay.published_position import PublishedPosition, RelayStream
 from services.registry.relay.relay import Relay
 from services.registry.relay.service import create_relay_app
 from services.shared.database import create_sql_engine
@@ -295,3 +295,30 @@ def test_the_relay_keeps_its_numbering_and_a_new_epoch_drops_a_stale_save(
         assert published.load() == 0
     finally:
         engine.dispose()
+
+
+def test_a_topic_recreated_with_other_partitions_is_refused_not_published_to(
+    tmp_path: Path, postgres_url: str, kafka_broker: Any
+) -> None:
+    # As if the broker had come back empty and auto-created the topic with its own count:
+    # the relay numbered 4 partitions, the topic now has 2.
+    topic = new_topic(kafka_broker.bootstrap, "reshaped")
+    settings = cluster_settings(tmp_path, postgres_url, topic).model_copy(
+        update={"kafka_topic": topic.name + ".two"})
+    create_topic(kafka_broker.bootstrap, settings.kafka_topic, partitions=2)
+    cluster = Cluster(settings)
+    try:
+        cluster.record_scenario()
+        published = PublishedPosition(create_sql_engine(str(settings.registry_tables_url())),
+                                      settings.kafka_topic)
+        published.create_schema()
+        assert published.save(0, RelayStream(next_seq={p: 3 for p in range(4)}))
+        with TestClient(create_relay_app(settings)) as relay:
+            app_relay: Relay = relay.app.state.relay  # type: ignore[attr-defined]
+            wait_until(lambda: bool(app_relay.status.reshaped), what="the relay to refuse")
+            status, body = readiness(relay)
+            assert status == 503 and body["checks"]["topic"] != "ok", body
+            assert "recreate it with 4 partitions" in app_relay.status.reshaped
+            assert app_relay.status.published_events == 0 and published.load() == 0
+    finally:
+        cluster.close()
