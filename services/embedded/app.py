@@ -13,9 +13,11 @@ from services.embedded.projection_feed import (
     FeedThread,
     reread_from_log,
 )
+from services.projections.pages.site import install_pages
 from services.projections.projectors.read_model_projector import ReadModelProjector
 from services.projections.query_api.parked_routes import install_parked_api
 from services.projections.query_api.routes import install_read_api
+from services.projections.query_api.stream_routes import install_stream_api
 from services.projections.read_model.queries import ReadModelQueries
 from services.projections.read_model.tables import create_read_schema
 from services.registry.adapters.event_store import open_event_store
@@ -73,6 +75,9 @@ def create_embedded_app(settings: Settings) -> FastAPI:
         report={"parked_events": projector.parked.count},
     )
     install_write_api(app, recording_service, key_store, metrics, on_recorded=feed.wake)
-    install_read_api(app, ReadModelQueries(read_engine), key_store, metrics, projector.applied)
+    queries = ReadModelQueries(read_engine)
+    install_read_api(app, queries, key_store, metrics, projector.applied)
+    install_stream_api(app, queries, key_store, metrics, projector.applied)
+    install_pages(app, queries, key_store, metrics)
     install_parked_api(app, projector, metrics, reread_from_log(store))
     return app

@@ -17,9 +17,11 @@ from services.projections.consumer.kafka_consumer import (
     ProjectionConsumer,
     partition_faults,
 )
+from services.projections.pages.site import install_pages
 from services.projections.projectors.read_model_projector import ReadModelProjector
 from services.projections.query_api.parked_routes import install_parked_api
 from services.projections.query_api.routes import install_read_api
+from services.projections.query_api.stream_routes import install_stream_api
 from services.projections.read_model.queries import ReadModelQueries
 from services.projections.read_model.tables import create_read_schema
 from services.shared.api_keys import ApiKeyStore
@@ -105,7 +107,10 @@ def create_projection_app(settings: Settings) -> FastAPI:
           registry=metrics.registry).set_function(lambda: len(consumer.stats.gaps))
     metrics.registry.register(ConsumerLag(consumer.stats))
 
-    install_read_api(app, ReadModelQueries(read_engine), key_store, metrics, projector.applied)
+    queries = ReadModelQueries(read_engine)
+    install_read_api(app, queries, key_store, metrics, projector.applied)
+    install_stream_api(app, queries, key_store, metrics, projector.applied)
+    install_pages(app, queries, key_store, metrics)
     # The projections may not import the registry, so a retry here cannot re-read the log:
     # an untranslatable event is retried by `dealreg projections parked retry`, which can.
     install_parked_api(app, projector, metrics)
