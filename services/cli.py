@@ -275,10 +275,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo.client import DemoFailed, run_demo
 
     try:
-        summary = run_demo(args.url, args.api_key)
+        summary = run_demo(args.url, args.api_key, history=args.history)
     except DemoFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if args.history:
+        print(f"history: {summary['history_events']} events, {summary['history_recorded']} new, "
+              f"{summary['history_replayed']} already recorded (illustrative: fictional firms)")
     print(f"recorded {summary['events']} events; log position {summary['last_position']}")
     return 0
 
@@ -507,6 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="record the article's scenario through the HTTP API")
     demo.add_argument("--url", default="http://127.0.0.1:8000")
     demo.add_argument("--api-key", required=True, help="a partner key")
+    demo.add_argument("--history", action="store_true",
+                      help="then record a year of illustrative activity after the article "
+                           "(fictional firms; event ids start with demo-)")
     demo.set_defaults(run=cmd_demo)
     return parser
 

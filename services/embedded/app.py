@@ -23,6 +23,7 @@ from services.projections.read_model.tables import create_read_schema
 from services.registry.adapters.event_store import open_event_store
 from services.registry.api.routes import install_write_api
 from services.registry.application.handlers import RecordingService
+from services.registry.audit.desk import RegistryAuditDesk
 from services.shared.api_keys import ApiKeyStore
 from services.shared.database import create_sql_engine
 from services.shared.http_basics import HttpMetrics
@@ -78,6 +79,7 @@ def create_embedded_app(settings: Settings) -> FastAPI:
     queries = ReadModelQueries(read_engine)
     install_read_api(app, queries, key_store, metrics, projector.applied)
     install_stream_api(app, queries, key_store, metrics, projector.applied)
-    install_pages(app, queries, key_store, metrics)
+    install_pages(app, queries, key_store, metrics, RegistryAuditDesk(
+        app.state.audit_event_store, app.state.audit_checkpoints))
     install_parked_api(app, projector, metrics, reread_from_log(store))
     return app

@@ -1,0 +1,300 @@
+"""The content of each page, from the read API's query layer: figures, tables and charts.
+
+Each function answers a template context; its `grids` are the page's tables, each of which
+downloads as CSV under its name.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from services.projections.pages.charts import RangeBar, range_chart
+from services.projections.pages.display import (
+    Grid,
+    cell,
+    compact_usd,
+    currency_sums,
+    grouped,
+    money_text,
+    usd_sum,
+)
+from services.projections.pages.time_travel import TimeTravel
+from services.projections.read_model.queries import ReadModelQueries
+from services.projections.read_model.tables import TotalsDimension
+
+LATEST_EVENTS = 10
+PAGE_SIZE = 25
+TOP_FIRMS = 10
+
+
+def totals(queries: ReadModelQueries, dimension: TotalsDimension, travel: TimeTravel
+           ) -> list[dict[str, Any]]:
+    """The items of GET /v1/pledges/by-<dimension>, now or at the page's moment."""
+    if travel.past is None:
+        return queries.pledge_totals(dimension)
+    return queries.pledge_totals_as_of(dimension, travel.past.bound)
+
+
+def _usd_cells(item: dict[str, Any]) -> list[Any]:
+    low, high = item["usd"]["low"], item["usd"]["high"]
+    return [item["pledge_count"], cell(grouped(low), low), cell(grouped(high), high),
+            cell("; ".join(money_text(m["currency"], m["low"], m["high"])
+                           for m in item["by_currency"]),
+                 "; ".join(f"{m['currency']} {m['low']}-{m['high']}" for m in item["by_currency"]))]
+
+
+TOTAL_HEADINGS = ("pledges", "USD low", "USD high", "in original currencies")
+
+
+def totals_grid(name: str, caption: str, label: str, items: list[dict[str, Any]],
+                label_of: Any, travel: TimeTravel, link_of: Any = None) -> Grid:
+    grid = Grid(name, caption, (label, *TOTAL_HEADINGS), numeric=frozenset({1, 2, 3}))
+    for item in items:
+        text = label_of(item)
+        href = None if link_of is None else link_of(item)
+        grid.rows.append([cell(text, text, href), *_usd_cells(item)])
+    return grid
+
+
+def overview(queries: ReadModelQueries, travel: TimeTravel, auditor: bool) -> dict[str, Any]:
+    sectors = totals(queries, TotalsDimension.SECTOR, travel)
+    countries = totals(queries, TotalsDimension.COUNTRY, travel)
+    firms = totals(queries, TotalsDimension.FIRM, travel)
+    low, high = usd_sum(sectors)
+    top_firms = sorted(firms, key=lambda f: (-Decimal(f["usd"]["high"]), f["firm"]["code"]))
+    top_firms = top_firms[:TOP_FIRMS]
+
+    def firm_label(item: dict[str, Any]) -> str:
+        return str(item["firm"]["name"] or item["firm"]["code"])
+
+    grids = {
+        "by-sector": totals_grid("by-sector", "Pledges by sector", "sector", sectors,
+                                 lambda i: i["sector"], travel),
+        "by-country": totals_grid("by-country", "Pledges by pledging firm's country", "country",
+                                  countries, lambda i: i["country"], travel),
+        "top-firms": totals_grid("top-firms", f"Top {TOP_FIRMS} firms by high end", "firm",
+                                 top_firms, firm_label, travel,
+                                 lambda i: travel.link(f"/firms/{i['firm']['code']}")),
+    }
+    charts = {
+        "by-sector": range_chart("chart-sector", "Pledged USD by sector",
+                                 [_bar(i["sector"], i) for i in sectors]),
+        "by-country": range_chart("chart-country", "Pledged USD by country",
+                                  [_bar(i["country"], i) for i in countries]),
+        "top-firms": range_chart("chart-firms", "Pledged USD by firm, top firms",
+                                 [_bar(firm_label(i), i) for i in top_firms]),
+    }
+    latest = latest_events(queries, auditor)
+    grids["latest"] = latest
+    return {
+        "headline": {
+            "usd": {"low": low, "high": high,
+                    "text": f"{compact_usd(low)} – {compact_usd(high)}",
+                    "exact": f"${grouped(low)} – ${grouped(high)}"},
+            "currencies": currency_sums(sectors),
+            "pledges": sum(i["pledge_count"] for i in sectors),
+        },
+        "counts": {
+            "deals": queries.deals(limit=1).total,
+            "firms": queries.firms(limit=1).total,
+            "meetings": queries.meetings(limit=1).total,
+        },
+        "grids": grids, "charts": charts,
+    }
+
+
+def _bar(label: str, item: dict[str, Any]) -> RangeBar:
+    return RangeBar(label, Decimal(item["usd"]["low"]), Decimal(item["usd"]["high"]))
+
+
+def latest_events(queries: ReadModelQueries, auditor: bool) -> Grid:
+    """The newest recorded events, newest first; who recorded each only for auditors (the
+    read API lists principals to auditor keys alone)."""
+    total = queries.recorded(limit=1).total
+    page = queries.recorded(limit=LATEST_EVENTS, offset=max(total - LATEST_EVENTS, 0))
+    items = sorted(page.items, key=lambda e: -e["position"])
+    headings = ["position", "type", "aggregate", "version", "occurred at", "recorded at"]
+    if auditor:
+        headings.append("recorded by")
+    grid = Grid("latest", "Latest events", headings, numeric=frozenset({0, 3}))
+    for event in items:
+        row = [event["position"], event["type"], event["aggregate_id"],
+               event["aggregate_version"], event["occurred_at"], event["recorded_at"]]
+        grid.rows.append([*row, event["recorded_by"]] if auditor else row)
+    return grid
+
+
+def latest_summary(queries: ReadModelQueries, auditor: bool) -> dict[str, Any]:
+    """What the overview's live list polls: the position and the newest events."""
+    grid = latest_events(queries, auditor)
+    return {"position": queries.position(), "headings": list(grid.headings),
+            "rows": [[str(c) for c in row] for row in grid.rows]}
+
+
+DEAL_FILTERS = ("sector", "format", "status", "party")
+
+
+def deal_list(queries: ReadModelQueries, travel: TimeTravel, filters: dict[str, str | None],
+              page: int) -> dict[str, Any]:
+    found = queries.deals(**filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    grid = Grid("deals", "Deals, newest first",
+                ("title", "sector", "format", "status", "parties", "proposed at", "events"),
+                numeric=frozenset({6}))
+    for deal in found.items:
+        grid.rows.append([
+            cell(deal["title"], deal["title"], travel.link(f"/deals/{deal['deal_id']}")),
+            deal["sector"], deal["format"], deal["status"],
+            cell(", ".join(deal["parties"])), deal["proposed_at"], deal["version"],
+        ])
+    pages = max((found.total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+    return {"grids": {"deals": grid}, "total": found.total, "page": page, "pages": pages}
+
+
+def deal_page(queries: ReadModelQueries, travel: TimeTravel, deal_id: UUID,
+              events_page: int) -> dict[str, Any] | None:
+    """A deal now or at the page's moment, with its full history; None if unknown (or, in
+    the past, not yet proposed: `not_yet` then says so)."""
+    current = queries.deal(deal_id)
+    if current is None:
+        return None
+    deal = current if travel.past is None else queries.deal_as_of(deal_id, travel.past.bound)
+    if deal is None:
+        return {"deal": None, "current": current, "grids": {}}
+    pledges = Grid("pledges", "Pledges (active and withdrawn)",
+                   ("pledge", "firm", "status", "counted", "amount", "USD low", "USD high",
+                    "units per USD", "rate source", "made at", "revisions", "withdrawn at"),
+                   numeric=frozenset({5, 6, 7, 10}))
+    for p in deal["pledges"]:
+        amount = p["amount"]
+        pledges.rows.append([
+            p["pledge_id"],
+            cell(p["firm"]["name"] or p["firm"]["code"], p["firm"]["code"],
+                 travel.link(f"/firms/{p['firm']['code']}")),
+            p["status"], "yes" if p["counted"] else "no",
+            cell(money_text(amount["currency"], amount["low"], amount["high"]),
+                 f"{amount['currency']} {amount['low']}-{amount['high']}"),
+            cell(grouped(p["usd"]["low"]), p["usd"]["low"]),
+            cell(grouped(p["usd"]["high"]), p["usd"]["high"]),
+            p["usd"]["units_per_usd"], p["usd"]["rate_source"], p["made_at"], p["revisions"],
+            p["withdrawn_at"] or "",
+        ])
+    agreements = Grid("agreements", "Agreements", ("kind", "what", "parties or place", "when"))
+    for t in deal["tech_transfers"]:
+        agreements.rows.append(["technology transfer", t["technology"],
+                                f"{t['licensor']} → {t['licensee']}", t["signed_at"]])
+    for jv in deal["joint_ventures"]:
+        equity = ", ".join(f"{code} {share}%" for code, share in jv["equity"].items())
+        agreements.rows.append(["joint venture", jv["venture_name"], equity, jv["formed_at"]])
+    for f in deal["facilities"]:
+        agreements.rows.append(["facility", f"{f['facility']} ({f['capacity']})", f["location"],
+                                f["announced_at"]])
+    history = queries.deal_events(deal_id, limit=500, offset=(events_page - 1) * 500)
+    assert history is not None
+    events = Grid("events", "Full event history, in version order",
+                  ("version", "position", "type", "occurred at", "recorded at", "recorded by",
+                   "hash", "previous hash"), numeric=frozenset({0, 1}))
+    timeline = Grid("timeline", "Status timeline", ("when (occurred)", "event", "status after"))
+    status = "proposed"
+    for e in history.items:
+        events.rows.append([e["aggregate_version"], e["position"], e["type"], e["occurred_at"],
+                            e["recorded_at"], e["recorded_by"], e["hash"], e["previous_hash"]])
+        status = _status_after(e["type"], e["payload"], status)
+        timeline.rows.append([e["occurred_at"], e["type"], status])
+    return {"deal": deal, "current": current,
+            "grids": {"pledges": pledges, "agreements": agreements, "timeline": timeline,
+                      "events": events},
+            "events_total": history.total}
+
+
+AGREEMENTS = frozenset({"tech_transfer_signed", "joint_venture_formed", "facility_announced"})
+
+
+def _status_after(event_type: str, payload: dict[str, Any], before: str) -> str:
+    """The deal's status after an event, by the projector's rules (deal_history): an
+    agreement makes a deal agreed, a cancellation is final."""
+    if before == "cancelled" or event_type == "deal_cancelled":
+        return "cancelled"
+    if event_type in AGREEMENTS:
+        return "agreed"
+    return before
+
+
+def firm_list(queries: ReadModelQueries, travel: TimeTravel, country: str | None,
+              kind: str | None, page: int) -> dict[str, Any]:
+    found = queries.firms(country=country, kind=kind, limit=PAGE_SIZE,
+                          offset=(page - 1) * PAGE_SIZE)
+    pledged = {i["firm"]["code"]: i for i in totals(queries, TotalsDimension.FIRM, travel)}
+    grid = Grid("firms", "Firms", ("code", "name", "country", "kind", "pledges", "USD low",
+                                   "USD high"), numeric=frozenset({4, 5, 6}))
+    for firm in found.items:
+        item = pledged.get(firm["code"])
+        usd = [item["pledge_count"], cell(grouped(item["usd"]["low"]), item["usd"]["low"]),
+               cell(grouped(item["usd"]["high"]), item["usd"]["high"])] if item else [0, "", ""]
+        grid.rows.append([cell(firm["code"], firm["code"],
+                               travel.link(f"/firms/{firm['code']}")),
+                          firm["name"], firm["country"], firm["kind"], *usd])
+    pages = max((found.total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+    return {"grids": {"firms": grid}, "total": found.total, "page": page, "pages": pages}
+
+
+def firm_page(queries: ReadModelQueries, travel: TimeTravel, code: str) -> dict[str, Any] | None:
+    found = [f for f in queries.firms(limit=500).items if f["code"] == code]
+    if not found:
+        return None
+    deals = queries.deals(party=code, limit=500)
+    deal_grid = Grid("deals", "Deals this firm is a party to",
+                     ("title", "sector", "format", "status"))
+    pledge_grid = Grid("pledges", "This firm's pledges (current)",
+                       ("deal", "pledge", "status", "amount", "USD low", "USD high"),
+                       numeric=frozenset({4, 5}))
+    for summary in deals.items:
+        deal_grid.rows.append([
+            cell(summary["title"], summary["title"],
+                 travel.link(f"/deals/{summary['deal_id']}")),
+            summary["sector"], summary["format"], summary["status"]])
+        full = queries.deal(UUID(summary["deal_id"]))
+        for p in (full or {}).get("pledges", []):
+            if p["firm"]["code"] != code:
+                continue
+            amount = p["amount"]
+            pledge_grid.rows.append([
+                summary["title"], p["pledge_id"], p["status"],
+                cell(money_text(amount["currency"], amount["low"], amount["high"]),
+                     f"{amount['currency']} {amount['low']}-{amount['high']}"),
+                cell(grouped(p["usd"]["low"]), p["usd"]["low"]),
+                cell(grouped(p["usd"]["high"]), p["usd"]["high"])])
+    totals_now = [i for i in totals(queries, TotalsDimension.FIRM, travel)
+                  if i["firm"]["code"] == code]
+    return {"firm": found[0], "totals": totals_now[0] if totals_now else None,
+            "grids": {"deals": deal_grid, "pledges": pledge_grid}}
+
+
+def meeting_list(queries: ReadModelQueries, page: int) -> dict[str, Any]:
+    found = queries.meetings(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    grid = Grid("meetings", "Meetings, most recent first",
+                ("held", "title", "location", "closed door", "attendees", "government bodies",
+                 "sectors"))
+    for m in found.items:
+        grid.rows.append([m["occurred_at"], m["title"], m["location"],
+                          "closed door" if m["closed_door"] else "open",
+                          ", ".join(m["attendees"]), ", ".join(m["government_bodies"]),
+                          ", ".join(m["sectors"])])
+    pages = max((found.total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+    return {"meetings": found.items, "grids": {"meetings": grid}, "total": found.total,
+            "page": page, "pages": pages}
+
+
+def recorded_grid(queries: ReadModelQueries, recorded_by: str | None, since: Any, until: Any,
+                  limit: int, offset: int) -> tuple[Grid, int]:
+    found = queries.recorded(recorded_by=recorded_by, since=since, until=until, limit=limit,
+                             offset=offset)
+    grid = Grid("recorded", "Who recorded what, oldest first",
+                ("position", "recorded at", "recorded by", "type", "aggregate", "version",
+                 "occurred at", "hash"), numeric=frozenset({0, 5}))
+    for e in found.items:
+        grid.rows.append([e["position"], e["recorded_at"], e["recorded_by"], e["type"],
+                          e["aggregate_id"], e["aggregate_version"], e["occurred_at"],
+                          e["hash"]])
+    return grid, found.total

@@ -1,0 +1,188 @@
+"""The pages over HTTP on the embedded app (SQLite): sessions, CSRF, revoked keys, CSV, and
+figures equal to the read API's."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete
+
+from services.demo.scenario import scenario
+from services.shared.api_keys import Role, api_keys, digest
+from services.shared.settings import Settings
+from tests.integration.test_http_api import Registry
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    running = Registry(Settings(data_dir=tmp_path / "data"))
+    for body in scenario():
+        assert running.post(body).status_code == 201
+    running.get("/v1/deals", min_position=running.head())
+    yield running
+    running.close()
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
+def sign_in(registry: Registry, role: Role = Role.READER, next_path: str = "/") -> str:
+    """Sign the test client in; answers the page's CSRF token."""
+    form = registry.client.get("/sign-in")
+    assert form.status_code == 200
+    answer = registry.client.post(
+        "/sign-in", data={"key": registry.keys[role], "csrf": csrf_of(form.text),
+                          "next": next_path}, follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == next_path
+    page = registry.client.get(next_path)
+    assert page.status_code == 200
+    return csrf_of(page.text)
+
+
+def session_cookie_header(response) -> str:  # type: ignore[no-untyped-def]
+    [header] = [h for h in response.headers.get_list("set-cookie")
+                if h.startswith("dealreg_session=")]
+    return header
+
+
+def test_pages_stay_out_of_the_openapi_document(registry: Registry) -> None:
+    published = registry.client.get("/openapi.json").json()["paths"]
+    assert [p for p in published if not p.startswith(("/v1/", "/healthz", "/readyz"))] == []
+    for page in ("/", "/deals", "/audit", "/sign-in"):
+        assert page not in published
+        assert registry.client.get(page, follow_redirects=False).status_code in (200, 303)
+    for path in ("/healthz", "/readyz", "/metrics", "/docs"):
+        assert registry.client.get(path).status_code == 200, path
+
+
+def test_a_visitor_without_a_session_is_sent_to_sign_in(registry: Registry) -> None:
+    answer = registry.client.get("/deals?sector=recycling", follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/sign-in?next=%2Fdeals%3Fsector%3Drecycling"
+
+
+def test_the_session_cookie_is_signed_httponly_and_samesite(registry: Registry) -> None:
+    form = registry.client.get("/sign-in")
+    answer = registry.client.post("/sign-in", data={
+        "key": registry.keys[Role.READER], "csrf": csrf_of(form.text), "next": "/"},
+        follow_redirects=False)
+    header = session_cookie_header(answer)
+    assert "HttpOnly" in header and "SameSite=lax" in header and "Path=/" in header
+    value = header.split(";")[0].split("=", 1)[1]
+    assert registry.keys[Role.READER] not in header
+    assert digest(registry.keys[Role.READER]) not in value  # signed and encoded, not bare
+    assert registry.client.get("/", follow_redirects=False).status_code == 200
+
+    # One character changed in the signed value: refused, and the cookie is cleared.
+    tampered = value[:-2] + ("A" if value[-2] != "A" else "B") + value[-1]
+    registry.client.cookies.set("dealreg_session", tampered)
+    refused = registry.client.get("/", follow_redirects=False)
+    assert refused.status_code == 303 and refused.headers["location"].startswith("/sign-in")
+
+
+def test_an_unknown_key_or_a_forged_form_does_not_sign_in(registry: Registry) -> None:
+    form = registry.client.get("/sign-in")
+    unknown = registry.client.post("/sign-in", data={"key": "drk_nope", "csrf":
+                                                     csrf_of(form.text), "next": "/"})
+    assert unknown.status_code == 401
+    assert "dealreg_session=" not in "".join(unknown.headers.get_list("set-cookie"))
+    registry.client.cookies.clear()
+    forged = registry.client.post("/sign-in", data={"key": registry.keys[Role.READER],
+                                                    "csrf": "made-up", "next": "/"})
+    assert forged.status_code == 403
+    assert "dealreg_session=" not in "".join(forged.headers.get_list("set-cookie"))
+
+
+def test_sign_out_needs_the_csrf_token(registry: Registry) -> None:
+    token = sign_in(registry)
+    forged = registry.client.post("/sign-out", data={"csrf": "not-it"}, follow_redirects=False)
+    assert forged.status_code == 403
+    assert registry.client.get("/", follow_redirects=False).status_code == 200  # still in
+    out = registry.client.post("/sign-out", data={"csrf": token}, follow_redirects=False)
+    assert out.status_code == 303
+    assert registry.client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_a_revoked_key_ends_its_session(registry: Registry) -> None:
+    sign_in(registry)
+    assert registry.client.get("/deals", follow_redirects=False).status_code == 200
+    with registry.app.state.api_keys.engine.begin() as conn:
+        conn.execute(delete(api_keys).where(
+            api_keys.c.digest == digest(registry.keys[Role.READER])))
+    assert registry.client.get("/deals", follow_redirects=False).status_code == 303
+    assert registry.client.get("/pages/latest.json").status_code == 401
+
+
+def test_overview_figures_equal_the_read_api(registry: Registry) -> None:
+    sign_in(registry)
+    api = registry.get("/v1/pledges/by-sector").json()["items"]
+    page = registry.client.get("/").text
+    assert 'data-low="100000000"' in page and 'data-high="400000000"' in page
+    rows = list(csv.DictReader(io.StringIO(
+        registry.client.get("/?download=by-sector").text)))
+    assert {(r["sector"], r["USD low"], r["USD high"], int(r["pledges"])) for r in rows} == \
+        {(i["sector"], i["usd"]["low"], i["usd"]["high"], i["pledge_count"]) for i in api}
+    assert "₹" in page and "crore" in page and "¥" in page
+
+
+def test_every_table_downloads_as_csv(registry: Registry) -> None:
+    sign_in(registry, Role.AUDITOR)
+    deal_id = registry.get("/v1/deals").json()["items"][0]["deal_id"]
+    for path in ("/", "/deals", f"/deals/{deal_id}", "/firms", "/firms/attero", "/meetings",
+                 "/audit"):
+        page = registry.client.get(path)
+        assert page.status_code == 200, path
+        names = re.findall(r'data-grid="([a-z-]+)"', page.text)
+        assert names, path
+        for name in names:
+            download = registry.client.get(path, params={"download": name})
+            assert download.status_code == 200, (path, name)
+            assert download.headers["content-type"].startswith("text/csv")
+            assert "attachment" in download.headers["content-disposition"]
+            assert next(csv.reader(io.StringIO(download.text)))  # a heading row at least
+    events = list(csv.DictReader(io.StringIO(
+        registry.client.get("/audit", params={"download": "recorded"}).text)))
+    recorded = registry.get("/v1/audit/events", role=Role.AUDITOR).json()["total"]
+    assert len(events) == recorded == len(scenario())
+
+
+def test_the_audit_console_is_for_auditors(registry: Registry) -> None:
+    sign_in(registry, Role.READER)
+    assert registry.client.get("/audit").status_code == 403
+    registry.client.cookies.clear()
+    token = sign_in(registry, Role.AUDITOR, "/audit")
+    assert "Not verified since" in registry.client.get("/audit").text
+    registry.client.post("/audit/verify", data={"csrf": token})
+    console = registry.client.get("/audit").text
+    assert re.search(r'id="verification-status" class="ok">OK', console), console
+    assert registry.client.post("/audit/verify", data={"csrf": "x"}).status_code == 403
+
+
+def test_time_travel_shows_earlier_totals(registry: Registry) -> None:
+    sign_in(registry)
+    api = registry.get("/v1/pledges/by-sector", as_of="2025-07-31").json()
+    low = sum(int(i["usd"]["low"]) for i in api["items"])
+    page = registry.client.get("/", params={"clock": "as_of", "moment": "2025-07-31"}).text
+    assert f'data-low="{low}"' in page and "as of business time" in page
+    bad = registry.client.get("/", params={"as_of": "soon"})
+    assert bad.status_code == 200 and "expected a date" in bad.text
+
+
+def test_pages_render_for_phone_and_desktop(registry: Registry) -> None:
+    sign_in(registry)
+    page = registry.client.get("/").text
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    assert 'role="img"' in page and "<desc" in page  # charts carry text alternatives
+    css = registry.client.get("/static/pages/site.css")
+    assert css.status_code == 200 and "@media (max-width" in css.text
