@@ -14,6 +14,7 @@ old epoch must not move the new epoch's position.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -43,6 +44,8 @@ relay_positions = Table(
     Column("topic", String(255), primary_key=True),
     Column("position", BigInteger, nullable=False),
     Column("epoch", BigInteger, nullable=False, server_default=text(str(FIRST_EPOCH))),
+    # How many partitions the topic had when the relay numbered its records; 0: not yet.
+    Column("partitions", Integer, nullable=False, server_default=text("0")),
 )
 relay_partitions = Table(
     "dealreg_relay_partitions",
@@ -80,19 +83,22 @@ class RelayStream:
     offsets the broker acknowledged: as saved, and as seen since."""
 
     epoch: int = FIRST_EPOCH
+    partitions: int = 0  # the topic's partition count when numbered; 0: not known yet
     next_seq: dict[int, int] = field(default_factory=dict)
     acked: dict[int, int] = field(default_factory=dict)  # as saved
     seen_low: dict[int, int] = field(default_factory=dict)  # since loaded
     seen_high: dict[int, int] = field(default_factory=dict)
 
     def check_partitions(self, topic: str, partitions: list[int]) -> None:
-        """Raise TopicReshaped unless the topic has the partitions numbered so far."""
-        known = sorted(self.next_seq)
-        if known and known != partitions:
+        """Raise TopicReshaped unless the topic has as many partitions as when the relay
+        numbered its records (the first time, remember how many it has)."""
+        known = self.partitions
+        if known and known != len(partitions):
             raise TopicReshaped(
                 f"topic {topic} has {len(partitions)} partitions, the relay published to "
-                f"{len(known)}: recreate it with {len(known)} partitions (`dealreg topics "
-                f"create --partitions {len(known)}`); publishing waits until then")
+                f"{known}: recreate it with {known} partitions (`dealreg topics "
+                f"create --partitions {known}`); publishing waits until then")
+        self.partitions = len(partitions)
 
     def stamp(self, partition: int) -> StreamStamp:
         """The stamp of the next record sent to `partition`."""
@@ -138,13 +144,15 @@ class PublishedPosition:
 
     def load_stream(self) -> RelayStream:
         with self.engine.connect() as conn:
-            epoch = conn.execute(
-                select(relay_positions.c.epoch).where(relay_positions.c.topic == self.topic)
-            ).scalar()
+            saved = conn.execute(
+                select(relay_positions.c.epoch, relay_positions.c.partitions)
+                .where(relay_positions.c.topic == self.topic)
+            ).first()
             rows = conn.execute(select(relay_partitions).where(
                 relay_partitions.c.topic == self.topic)).all()
         return RelayStream(
-            epoch=int(epoch or FIRST_EPOCH),
+            epoch=int(saved.epoch) if saved else FIRST_EPOCH,
+            partitions=int(saved.partitions) if saved else 0,
             next_seq={row.partition: row.next_seq for row in rows},
             acked={row.partition: row.acked_offset for row in rows if row.acked_offset >= 0},
         )
@@ -157,8 +165,10 @@ class PublishedPosition:
             guard = [relay_positions.c.topic == self.topic]
             if stream is not None:
                 guard.append(relay_positions.c.epoch == stream.epoch)
-            values = {"position": position} if position is not None else \
+            values: dict[str, Any] = {"position": position} if position is not None else \
                 {"position": relay_positions.c.position}
+            if stream is not None and stream.partitions:
+                values["partitions"] = stream.partitions
             if conn.execute(update(relay_positions).where(*guard).values(values)).rowcount == 0:
                 return False
             if stream is not None:

@@ -312,7 +312,7 @@ def test_a_topic_recreated_with_other_partitions_is_refused_not_published_to(
         published = PublishedPosition(create_sql_engine(str(settings.registry_tables_url())),
                                       settings.kafka_topic)
         published.create_schema()
-        assert published.save(0, RelayStream(next_seq={p: 3 for p in range(4)}))
+        assert published.save(0, RelayStream(partitions=4, next_seq={p: 3 for p in range(4)}))
         with TestClient(create_relay_app(settings)) as relay:
             app_relay: Relay = relay.app.state.relay  # type: ignore[attr-defined]
             wait_until(lambda: bool(app_relay.status.reshaped), what="the relay to refuse")

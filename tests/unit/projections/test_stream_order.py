@@ -7,7 +7,7 @@ import pytest
 
 from contracts.stream_v1 import StreamStamp
 from services.projections.consumer.stream_order import Verdict, after_taking, judge, start_of
-from services.registry.relay.published_position import RelayStream, TopicLoss
+from services.registry.relay.published_position import RelayStream, TopicLoss, TopicReshaped
 
 
 @pytest.mark.parametrize(("last", "stamp", "verdict"), [
@@ -63,3 +63,12 @@ def test_a_partition_never_acknowledged_before_shows_nothing() -> None:
     stream = RelayStream(acked={})
     stream.acknowledged(3, 0)
     assert stream.younger_topic() is None
+
+
+def test_the_relay_remembers_the_partition_count_and_refuses_another() -> None:
+    stream = RelayStream()
+    stream.check_partitions("events", [0, 1, 2, 3])  # the first time: remembered
+    stream.stamp(2)  # a page that touched one partition changes nothing
+    stream.check_partitions("events", [0, 1, 2, 3])
+    with pytest.raises(TopicReshaped, match="recreate it with 4 partitions"):
+        stream.check_partitions("events", [0, 1])
