@@ -14,10 +14,17 @@ deals it touches and their pledges, the totals it changes) with one query per ta
 keys; decide every effect in memory, in log order; write with one statement per table and
 kind (insert, update, delete). A deal changed by many events of a batch is written once, and
 the time of a batch grows with the rows it writes, not with round trips per event.
+
+Instances share the work by source partition (`lock_batch`): on PostgreSQL, batches of
+different partitions apply at the same time, and batches of one partition one after the
+other. Kafka keys records by aggregate, so those batches touch different aggregates; what
+they share, the pledge totals, is changed by atomic upserts in one key order (`_add_totals`).
+On SQLite, which has one writer anyway, every batch takes the database's write lock first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,7 +34,21 @@ from typing import Any
 from uuid import UUID
 
 from pydantic_core import to_jsonable_python
-from sqlalchemy import Column, Connection, Engine, Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Numeric,
+    Table,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -112,6 +133,82 @@ class ProjectionError(Exception):
 
 def _insert(conn: Connection, table: Any) -> Any:
     return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+# Locks
+
+def advisory_key(*names: str | int) -> int:
+    """A PostgreSQL advisory-lock key (signed 64-bit) naming `names`, the same in every
+    process and release (Python's own `hash` of a string changes with each process)."""
+    digest = hashlib.blake2b("\x1f".join(map(str, names)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _lock_scope(conn: Connection, projector: str) -> tuple[str, str, str]:
+    """What a projector's locks are named after: its name and the schema of its tables, so
+    a rebuild's projector (writing fresh tables in a schema of their own) never waits on the
+    live one, nor the live one on it."""
+    translated = conn.get_execution_options().get("schema_translate_map") or {}
+    return ("dealreg.read_model", str(translated.get(None) or ""), projector)
+
+
+def projector_lock_key(conn: Connection, projector: str) -> int:
+    """The advisory lock every batch of `projector` takes shared, and a rebuild's switch
+    exclusively (PostgreSQL)."""
+    return advisory_key(*_lock_scope(conn, projector))
+
+
+def partition_lock_key(conn: Connection, projector: str, source: str, partition: int) -> int:
+    """The advisory lock a batch of `projector` holds while it applies events of one source
+    partition (PostgreSQL)."""
+    return advisory_key(*_lock_scope(conn, projector), source, partition)
+
+
+def _claim_lock_row(conn: Connection, projector: str) -> None:
+    # The first write of a SQLite transaction takes the database's write lock (held until
+    # the transaction ends), so what the batch reads stays true until it commits.
+    claim = update(projector_lock).where(projector_lock.c.name == projector) \
+        .values(name=projector)
+    if conn.execute(claim).rowcount == 0:
+        conn.execute(_insert(conn, projector_lock).values(name=projector)
+                     .on_conflict_do_nothing())
+        conn.execute(claim)
+
+
+def lock_batch(conn: Connection, projector: str, partitions: Iterable[tuple[str, int]]
+               ) -> None:
+    """Make `conn`'s transaction the only one applying to these source partitions (source,
+    partition) until it ends; first thing in a batch's transaction.
+
+    PostgreSQL: the projector's advisory lock in shared mode (only `hold_projector` takes it
+    exclusively), then one exclusive lock per partition, in sorted order, so two batches
+    never wait on each other in a cycle. Batches of other partitions go on at the same time.
+    SQLite: the database's write lock, as for every other batch."""
+    if conn.dialect.name != "postgresql":
+        _claim_lock_row(conn, projector)
+        return
+    conn.execute(text("SELECT pg_advisory_xact_lock_shared(CAST(:key AS BIGINT))"),
+                 {"key": projector_lock_key(conn, projector)})
+    for source, partition in sorted(set(partitions)):
+        conn.execute(text("SELECT pg_advisory_xact_lock(CAST(:key AS BIGINT))"),
+                     {"key": partition_lock_key(conn, projector, source, partition)})
+
+
+def hold_projector(conn: Connection, projector: str) -> None:
+    """Hold off every batch of `projector`, of every partition, until `conn`'s transaction
+    ends (a rebuild's switch); waits for the batches under way to commit first."""
+    if conn.dialect.name != "postgresql":
+        _claim_lock_row(conn, projector)
+        return
+    conn.execute(text("SELECT pg_advisory_xact_lock(CAST(:key AS BIGINT))"),
+                 {"key": projector_lock_key(conn, projector)})
+
+
+def _partitions_of(entries: Iterable[SourceEntry], progress: Iterable[SourceProgress]
+                   ) -> set[tuple[str, int]]:
+    """The source partitions a batch reads or records progress of."""
+    return {(e.source, e.partition) for e in entries} | \
+        {(p.source, p.partition) for p in progress}
 
 
 def _chunks(keys: Iterable[Any]) -> Iterator[list[Any]]:
@@ -225,7 +322,9 @@ class BatchEffects:
     def write(self, conn: Connection) -> None:
         """Send the batch's effects: one executemany per table and statement kind."""
         if self.new_firms:
-            conn.execute(insert(firms), self.new_firms)
+            # In code order: two batches registering the same codes (the second fails on the
+            # unique index) then wait on each other in one order, never in a cycle.
+            conn.execute(insert(firms), sorted(self.new_firms, key=lambda firm: firm["code"]))
         if self.new_meetings:
             conn.execute(insert(meetings), self.new_meetings)
         new_deals = [state.deal for deal_id, state in self.deals.items()
@@ -262,6 +361,65 @@ class BatchEffects:
     def _write_totals(self, conn: Connection) -> None:
         if not self.totals:
             return
+        if conn.dialect.name == "postgresql":
+            self._add_totals(conn)
+        else:
+            self._read_modify_write_totals(conn)
+
+    def _add_totals(self, conn: Connection) -> None:
+        """Add the batch's deltas to the stored totals in the database, row by row: a batch
+        of another partition may change the same groups at the same time, and both count.
+
+        One upsert per chunk, in key order, so concurrent batches lock shared rows in one
+        order. NUMERIC sums are exact, and their text is the Python path's for the same
+        values (same digits, scale = the larger of the two), except where Python writes an
+        exponent (below 1E-6, or a zero with more than six decimals): such a row, locked by
+        this transaction already, is rewritten in Python's form. Groups whose count fell to 0
+        are deleted."""
+        inserting = pg_insert(pledge_totals)
+        new = inserting.excluded
+        upsert = inserting.on_conflict_do_update(
+            index_elements=list(TOTALS_KEY),
+            set_={
+                "pledge_count": pledge_totals.c.pledge_count + new.pledge_count,
+                **{c: cast(cast(pledge_totals.c[c], Numeric) + cast(new[c], Numeric), Text)
+                   for c in AMOUNT_COLUMNS},
+            },
+        ).returning(*(pledge_totals.c[name] for name in TOTALS_KEY),
+                    pledge_totals.c.pledge_count,
+                    *(cast(pledge_totals.c[c], Text).label(c) for c in AMOUNT_COLUMNS))
+        rows = [
+            {**dict(zip(TOTALS_KEY, group, strict=True)), "pledge_count": delta.count,
+             **{c: getattr(delta, c) for c in AMOUNT_COLUMNS}}
+            for group, delta in sorted(self.totals.items())
+        ]
+        emptied, rewritten = [], []
+        with localcontext() as exact:
+            exact.prec = EXACT_PRECISION
+            exact.traps[Inexact] = True
+            for chunk in _chunks(rows):
+                for row in conn.execute(upsert.values(chunk)):
+                    keyed = {f"k_{name}": row._mapping[name] for name in TOTALS_KEY}
+                    if row.pledge_count == 0:
+                        emptied.append(keyed)
+                        continue
+                    # As the Python path would have it; rounding beyond EXACT_PRECISION raises.
+                    texts = {c: str(exact.plus(Decimal(row._mapping[c]))) for c in AMOUNT_COLUMNS}
+                    if any(texts[c] != row._mapping[c] for c in AMOUNT_COLUMNS):
+                        rewritten.append({**keyed, **{c: Decimal(t) for c, t in texts.items()}})
+        if rewritten:
+            conn.execute(_update_by_key(pledge_totals, TOTALS_KEY, AMOUNT_COLUMNS), rewritten)
+        if emptied:
+            conn.execute(self._delete_totals(), emptied)
+
+    @staticmethod
+    def _delete_totals() -> Any:
+        return delete(pledge_totals).where(
+            *(pledge_totals.c[name] == bindparam(f"k_{name}") for name in TOTALS_KEY))
+
+    def _read_modify_write_totals(self, conn: Connection) -> None:
+        """The stored totals read, changed in memory and written back: right where one batch
+        at a time writes (SQLite)."""
         stored = {
             (row["dimension"], row["group_key"], row["currency"]): row
             for row in _rows_where_in(conn, pledge_totals, pledge_totals.c.group_key,
@@ -296,12 +454,7 @@ class BatchEffects:
                 updated,
             )
         if deleted:
-            conn.execute(
-                delete(pledge_totals).where(
-                    *(pledge_totals.c[name] == bindparam(f"k_{name}") for name in TOTALS_KEY)
-                ),
-                deleted,
-            )
+            conn.execute(self._delete_totals(), deleted)
 
 
 Handler = Callable[[BatchEffects, EventEnvelope, Any], None]
@@ -461,6 +614,7 @@ class ReadModelProjector:
                 releasing: UUID | None = None) -> _Outcome:
         with self._applying:
             with self.engine.begin() as conn:
+                self._lock(conn, _partitions_of(entries, progress))
                 outcome = self._apply_in(conn, entries, progress, releasing)
             self.applied.set(outcome.position)  # committed: readers may now be told
         return outcome
@@ -470,7 +624,7 @@ class ReadModelProjector:
         """Park one entry that failed by itself, and record the progress past it."""
         with self._applying:
             with self.engine.begin() as conn:
-                self._lock(conn)
+                self._lock(conn, _partitions_of([entry], progress))
                 outcome = _Outcome()
                 aggregate, version = entry.aggregate_id, entry.aggregate_version
                 applied = self._applied_versions(conn, {aggregate}) if aggregate else {}
@@ -507,7 +661,8 @@ class ReadModelProjector:
         """Re-apply parked events: those of the aggregate of event `parked_id`, or all.
 
         An aggregate's events are re-applied in order, each in a transaction of its own under
-        the projector's lock (safe beside a running feed); each applied one leaves the table.
+        the lock of the partition it was parked from (safe beside a running feed, which
+        takes the same lock); each applied one leaves the table.
         At the first that fails again, it is kept as failed with the new reason and the
         aggregate's later events stay waiting. `reread` gives a fresh entry for an event whose
         parked form is no envelope (e.g. re-translated from the log), or None."""
@@ -581,7 +736,9 @@ class ReadModelProjector:
             try:
                 with self._applying:
                     with self.engine.begin() as conn:
-                        self._lock(conn)
+                        # The partition it was parked from, and the one it is re-read from.
+                        self._lock(conn, {(event.source, event.partition),
+                                          *_partitions_of([entry], [])})
                         if one(conn, self.name, event.id) is None:
                             return ""  # retried meanwhile by someone else
                         remove(conn, event.id)
@@ -594,7 +751,7 @@ class ReadModelProjector:
                     raise
                 reason = describe(exc)
         with self.engine.begin() as conn:
-            self._lock(conn)
+            self._lock(conn, {(event.source, event.partition)})
             failed_again(conn, event.id, reason)
         log.error("parked event #%s failed again: %s", event.id, reason)
         return reason
@@ -603,7 +760,8 @@ class ReadModelProjector:
         self, conn: Connection, entries: Sequence[SourceEntry],
         progress: Sequence[SourceProgress], releasing: UUID | None = None,
     ) -> _Outcome:
-        self._lock(conn)
+        """Apply `entries` and record `progress` in `conn`'s transaction, which holds the
+        locks of their partitions already (`_lock`)."""
         outcome = _Outcome()
         aggregate_ids = {a for e in entries if (a := e.aggregate_id) is not None}
         before = self._applied_versions(conn, aggregate_ids)
@@ -664,16 +822,10 @@ class ReadModelProjector:
         outcome.position = read_position(conn, self.name)
         return outcome
 
-    def _lock(self, conn: Connection) -> None:
-        # Serialises batches of concurrent projectors (and a rebuild's switch), so that what a
-        # batch reads stays true until it commits: writing the lock row first takes the row
-        # lock on PostgreSQL and the database's write lock on SQLite.
-        claim = update(projector_lock).where(projector_lock.c.name == self.name) \
-            .values(name=self.name)
-        if conn.execute(claim).rowcount == 0:
-            conn.execute(_insert(conn, projector_lock).values(name=self.name)
-                         .on_conflict_do_nothing())
-            conn.execute(claim)
+    def _lock(self, conn: Connection, partitions: Iterable[tuple[str, int]]) -> None:
+        # First in every transaction that writes: what a batch reads of its partitions'
+        # aggregates stays true until it commits, and a rebuild's switch holds it off.
+        lock_batch(conn, self.name, partitions)
 
     @staticmethod
     def _applied_versions(conn: Connection, aggregate_ids: set[UUID]) -> dict[UUID, int]:

@@ -10,8 +10,10 @@ attached to the live database's connection and, in the one write transaction tha
 live projector off, each live table's rows are replaced by the rebuilt ones. Readers in WAL
 mode keep the snapshot they started with until that transaction commits.
 
-While held, the live projector cannot apply a batch: on PostgreSQL it waits on the lock row
-it takes itself (`rm_projector_lock`, FOR UPDATE); on SQLite it waits for the write lock.
+While held, the live projector cannot apply a batch of any partition: the hold takes the
+projector's lock that each batch takes first (`read_model_projector.hold_projector`): on
+PostgreSQL its advisory lock, exclusively, which waits for the batches under way and keeps
+new ones waiting; on SQLite the database's write lock.
 """
 
 from __future__ import annotations
@@ -21,14 +23,10 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Connection, Engine
 
-from services.projections.read_model.tables import (
-    READ_MODEL_PROJECTOR,
-    create_read_schema,
-    projector_lock,
-)
+from services.projections.projectors.read_model_projector import hold_projector
+from services.projections.read_model.tables import READ_MODEL_PROJECTOR, create_read_schema
 from services.projections.rebuild.checksums import REBUILT_TABLES
 from services.shared.database import create_sql_engine
 
@@ -97,11 +95,7 @@ class PostgresFreshTables(FreshTables):
     @contextmanager
     def holding_live(self) -> Iterator[Connection]:
         with self.live.begin() as conn:
-            conn.execute(pg_insert(projector_lock).values(name=READ_MODEL_PROJECTOR)
-                         .on_conflict_do_nothing())
-            conn.execute(select(projector_lock.c.name)
-                         .where(projector_lock.c.name == READ_MODEL_PROJECTOR)
-                         .with_for_update()).one()
+            hold_projector(conn, READ_MODEL_PROJECTOR)
             yield conn
 
     def switch(self, live: Connection) -> None:
@@ -156,11 +150,8 @@ class SqliteFreshTables(FreshTables):
             conn.exec_driver_sql(f"ATTACH DATABASE ? AS {REBUILD_SCHEMA}", (str(self.path),))
             try:
                 # A write to the live file takes its write lock (and only that file's: the
-                # rebuild keeps writing the attached one from its own connection). The row
-                # need not exist: the statement alone starts the write transaction.
-                conn.execute(update(projector_lock)
-                             .where(projector_lock.c.name == READ_MODEL_PROJECTOR)
-                             .values(name=projector_lock.c.name))
+                # rebuild keeps writing the attached one from its own connection).
+                hold_projector(conn, READ_MODEL_PROJECTOR)
                 yield conn
                 conn.commit()
             finally:
