@@ -151,14 +151,20 @@ async def presented_principal(request: Request, store: ApiKeyStore) -> Principal
     return store.remembered(key) or await run_in_threadpool(store.resolve, key)
 
 
-def require_role(store_of: Callable[[Request], ApiKeyStore], allowed: frozenset[Role]):
-    """A FastAPI dependency admitting only keys whose role is in `allowed`."""
+def require_role(store_of: Callable[[Request], ApiKeyStore], allowed: frozenset[Role],
+                 browser_session: bool = False):
+    """A FastAPI dependency admitting only keys whose role is in `allowed`. With
+    `browser_session`, a request without an Authorization header may instead come from a
+    signed-in browser (`app.state.session_principal`, set by the pages): for reads a browser
+    makes itself, such as an EventSource, which cannot send headers."""
 
     async def dependency(
         request: Request,
         _declared: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
     ) -> Principal:
-        principal = await presented_principal(request, store_of(request))
+        principal = await _browser_principal(request) if browser_session else None
+        if principal is None:
+            principal = await presented_principal(request, store_of(request))
         if principal is None:
             raise ApiError(401, "unauthenticated", "unknown API key", field="Authorization",
                            rule="known_key")
@@ -173,6 +179,14 @@ def require_role(store_of: Callable[[Request], ApiKeyStore], allowed: frozenset[
     return dependency
 
 
+async def _browser_principal(request: Request) -> Principal | None:
+    of_session = getattr(request.app.state, "session_principal", None)
+    if of_session is None or request.headers.get("authorization"):
+        return None
+    principal: Principal | None = await run_in_threadpool(of_session, request)
+    return principal
+
+
 def key_store_of(request: Request) -> ApiKeyStore:
     return request.app.state.api_keys
 
@@ -180,4 +194,7 @@ def key_store_of(request: Request) -> ApiKeyStore:
 Writer = Annotated[Principal, Depends(require_role(key_store_of, CAN_WRITE))]
 Reader = Annotated[Principal, Depends(require_role(key_store_of, CAN_READ))]
 Auditor = Annotated[Principal, Depends(require_role(key_store_of, CAN_AUDIT))]
+# A reader's key, or a browser signed in to the pages (the live event stream).
+BrowserReader = Annotated[Principal, Depends(require_role(key_store_of, CAN_READ,
+                                                          browser_session=True))]
 Admin = Annotated[Principal, Depends(require_role(key_store_of, CAN_ADMINISTER))]

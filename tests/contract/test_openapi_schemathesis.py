@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -15,7 +16,11 @@ import schemathesis
 from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
+from schemathesis.specs.openapi.checks import (
+    ignored_auth,
+    negative_data_rejection,
+    positive_data_acceptance,
+)
 
 from services.demo.scenario import scenario
 from services.embedded.app import create_embedded_app
@@ -27,6 +32,7 @@ pytestmark = pytest.mark.integration
 # Per operation and phase: ~21 operations x 3 phases x 2 backends in about a minute on 2
 # cores (the suite's budget); raise it to fuzz harder by hand.
 MAX_EXAMPLES = int(os.environ.get("DEALREG_FUZZ_EXAMPLES", "10"))
+STREAM_SECONDS = 0.2
 
 
 def schemathesis_config(headers: dict[str, str]) -> SchemathesisConfig:
@@ -55,6 +61,9 @@ def api_schema(settings: Settings) -> Iterator[Any]:
     """The app's own OpenAPI document, over an app holding the demo scenario, called with an
     admin key (every operation admits one)."""
     app = create_embedded_app(settings)
+    # A stream lasts until its lifetime ends, and the ASGI client reads answers whole: a short
+    # one lets each fuzzed GET /v1/stream answer (and be checked) instead of hanging.
+    app.state.stream_limits = replace(app.state.stream_limits, lifetime_seconds=STREAM_SECONDS)
     admin = {"Authorization": f"Bearer {app.state.api_keys.create('fuzz-admin', Role.ADMIN)}"}
     # schemathesis runs the app's lifespan (the projection feed) for its ASGI calls; this
     # client starts it, and shutdown_lifespans below stops it before the database goes.
@@ -132,6 +141,7 @@ BUSINESS_RULES = {
 }
 RECORD_ONE = "POST /v1/events"
 RECORD_MANY = "POST /v1/events/batch"
+STREAM = "GET /v1/stream"
 
 
 def refused_only_by_a_business_rule(case: Any, response: Any) -> None:
@@ -159,5 +169,12 @@ def test_every_operation_keeps_its_contract(case: Any) -> None:
                 not case.meta.generation.mode.is_positive:
             answer = response.json()
             assert answer["failed"] >= 1 or answer["recorded"] == 0, response.text
+        return
+    if case.operation.label == STREAM:
+        # The one operation with a header parameter (Last-Event-ID): schemathesis 4.32 then
+        # takes the configured key for a generated one at times and calls its 200 "invalid
+        # auth accepted". The stream's refusals of no key and unknown keys are checked in
+        # tests/integration/test_event_stream.py.
+        case.call_and_validate(excluded_checks=[ignored_auth])
         return
     case.call_and_validate()

@@ -7,6 +7,7 @@ import csv
 import io
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,15 @@ def test_pages_render_for_phone_and_desktop(registry: Registry) -> None:
     assert 'role="img"' in page and "<desc" in page  # charts carry text alternatives
     css = registry.client.get("/static/pages/site.css")
     assert css.status_code == 200 and "@media (max-width" in css.text
+
+
+def test_the_live_stream_admits_a_signed_in_browser_and_no_one_else(registry: Registry) -> None:
+    limits = registry.app.state.stream_limits
+    registry.app.state.stream_limits = replace(limits, lifetime_seconds=0.2)
+    assert registry.client.get("/v1/stream", params={"after": 0}).status_code == 401
+    sign_in(registry)
+    answer = registry.client.get("/v1/stream", params={"after": 0})  # the cookie alone
+    assert answer.status_code == 200
+    assert answer.text.count("event: recorded") == len(scenario())
+    registry.client.post("/sign-out", data={"csrf": csrf_of(registry.client.get("/").text)})
+    assert registry.client.get("/v1/stream", params={"after": 0}).status_code == 401

@@ -461,7 +461,7 @@ class ProjectionConsumer:
                 beyond.add(tp)
             if lag[tp.partition] == 0:
                 self.stats.progressed_at[tp.partition] = now  # nothing left: not stuck
-            if 0 <= lag[tp.partition] < MAX_POLL_RECORDS and tp not in beyond:
+            if lag[tp.partition] == 0:
                 self.stats.rereading.pop(tp.partition, None)  # caught up again
         self.stats.lag = lag
         self.stats.past_end = past_end

@@ -133,6 +133,10 @@ class SessionKeeper:
         principal = self.principal_of_digest(content["key"])
         return None if principal is None else Session(principal, content["csrf"])
 
+    def principal_of_request(self, request: Request) -> Principal | None:
+        session = self.session_of(request)
+        return None if session is None else session.principal
+
     def principal_of_digest(self, key_digest: str) -> Principal | None:
         """Looked up on every call, not remembered as ApiKeyStore.resolve does: a page view
         is rare next to API calls, and a deleted key must end its sessions at once."""

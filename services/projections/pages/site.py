@@ -130,6 +130,8 @@ def install_pages(app: FastAPI, queries: ReadModelQueries, keys: ApiKeyStore,
     templates.env.filters["grouped"] = grouped
     pages = PageContext(app, queries, keeper, templates, audit)
     app.state.page_sessions = keeper
+    # The live event stream admits a signed-in browser too (an EventSource sends no key).
+    app.state.session_principal = keeper.principal_of_request
     app.state.page_verification = None
     app.mount(STATIC_PATH, StaticFiles(directory=str(HERE / "static")), name="pages-static")
     app.include_router(page_router(pages))

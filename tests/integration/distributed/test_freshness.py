@@ -96,6 +96,7 @@ class Probe:
             thread.join()
 
 
+@pytest.mark.slow
 def test_a_read_with_min_position_shows_the_write_with_1_2_3_instances_and_rebalances(
     cluster: Cluster, postgres_url: str
 ) -> None:

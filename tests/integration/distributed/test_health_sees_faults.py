@@ -24,6 +24,7 @@ def readiness(client: TestClient, headers: dict[str, str] | None = None) -> tupl
     return response.status_code, response.json()
 
 
+@pytest.mark.slow
 def test_readiness_sees_a_stalled_and_a_dead_broker(
     tmp_path: Path, postgres_url: str, private_kafka_broker: Any
 ) -> None:

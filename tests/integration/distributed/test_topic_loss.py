@@ -52,6 +52,7 @@ WRITERS = 4
 DEALS_PER_WRITER = 5
 PLEDGE_LOW, PLEDGE_HIGH = Decimal("1000000"), Decimal("2500000")
 SUBMISSIONS = TypeAdapter(Submission)
+FIRMS_TO_REPUBLISH = 80  # at one event per page, long enough to be seen re-publishing
 
 
 def restart_empty(broker: Any, topic: Any) -> None:
@@ -171,6 +172,7 @@ def readiness(client: TestClient) -> tuple[int, dict[str, Any]]:
     return response.status_code, response.json()
 
 
+@pytest.mark.slow
 def test_readiness_and_metrics_name_a_lost_topic_until_it_is_whole_again(
     tmp_path: Path, postgres_url: str, private_kafka_broker: Any
 ) -> None:
@@ -182,12 +184,11 @@ def test_readiness_and_metrics_name_a_lost_topic_until_it_is_whole_again(
     try:
         last = cluster.record_scenario()
         firms = sum(1 for body in scenario() if body["type"] == "firm_registered")
-        for n in range(200):
-            cluster.record({"event_id": f"firm-{n}", "type": "firm_registered",
-                            "occurred_at": T, "payload": {
-                                "code": f"firm-{n}", "name": f"Firm {n}", "country": "IN",
-                                "kind": "recycler"}})
-            last += 1
+        for n in range(FIRMS_TO_REPUBLISH):
+            last = cluster.record({"event_id": f"firm-{n}", "type": "firm_registered",
+                                   "occurred_at": T, "payload": {
+                                       "code": f"firm-{n}", "name": f"Firm {n}",
+                                       "country": "IN", "kind": "recycler"}})
         with TestClient(create_relay_app(settings)) as relay, \
                 TestClient(create_projection_app(settings)) as projections:
             cluster.wait_visible(last, timeout=120)
@@ -212,7 +213,8 @@ def test_readiness_and_metrics_name_a_lost_topic_until_it_is_whole_again(
             wait_until(lambda: readiness(projections)[0] == 200, 120, "projections caught up")
             consumer: ProjectionConsumer = projections.app.state.consumer  # type: ignore[attr-defined]
             assert consumer.stats.rewinds >= 1
-            assert cluster.queries.firms(limit=500).total == firms + 200
+            cluster.wait_visible(last)
+            assert cluster.queries.firms(limit=500).total == firms + FIRMS_TO_REPUBLISH
     finally:
         cluster.close()
 
