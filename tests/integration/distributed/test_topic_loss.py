@@ -38,6 +38,7 @@ from services.registry.relay.relay import Relay
 from services.registry.relay.service import create_relay_app
 from services.shared.database import create_sql_engine
 from services.shared.settings import sqlalchemy_url
+from tests.integration.distributed.test_health_sees_faults import readiness
 from tests.integration.distributed.test_kafka_flow import (
     Cluster,
     cluster_settings,
@@ -165,11 +166,6 @@ def test_a_broker_restarted_empty_mid_load_loses_nothing_and_counts_nothing_twic
         assert relay.status.topic_losses == 1 and relay.status.epoch == 2
     finally:
         cluster.close()
-
-
-def readiness(client: TestClient) -> tuple[int, dict[str, Any]]:
-    response = client.get("/readyz")
-    return response.status_code, response.json()
 
 
 @pytest.mark.slow
