@@ -199,3 +199,26 @@ def test_the_live_stream_admits_a_signed_in_browser_and_no_one_else(registry: Re
     assert answer.text.count("event: recorded") == len(scenario())
     registry.client.post("/sign-out", data={"csrf": csrf_of(registry.client.get("/").text)})
     assert registry.client.get("/v1/stream", params={"after": 0}).status_code == 401
+
+
+def test_pledges_over_time_end_at_the_live_totals_and_move_with_the_moment(
+    registry: Registry,
+) -> None:
+    sign_in(registry)
+    page = registry.client.get("/").text
+    assert page.count('class="band-chart"') == len(registry.get(
+        "/v1/pledges/by-sector").json()["items"])
+
+    def last_month(params: dict[str, str]) -> dict[str, tuple[str, str]]:
+        rows = list(csv.DictReader(io.StringIO(registry.client.get(
+            "/", params={**params, "download": "over-time"}).text)))
+        final = max(rows, key=lambda r: r["as of"])
+        sectors = {name.rsplit(" USD ", 1)[0] for name in final if " USD " in name}
+        return {s: (final[f"{s} USD low"], final[f"{s} USD high"]) for s in sectors
+                if final[f"{s} USD high"] != "0"}
+
+    live = registry.get("/v1/pledges/by-sector").json()["items"]
+    assert last_month({}) == {i["sector"]: (i["usd"]["low"], i["usd"]["high"]) for i in live}
+    past = registry.get("/v1/pledges/by-sector", as_of="2025-08-01").json()["items"]
+    assert last_month({"as_of": "2025-08-01"}) == {
+        i["sector"]: (i["usd"]["low"], i["usd"]["high"]) for i in past}

@@ -75,3 +75,56 @@ def range_chart(chart_id: str, title: str, bars: list[RangeBar]) -> Markup:
 
 def _short(label: str, most: int = 26) -> str:
     return label if len(label) <= most else label[: most - 1] + "…"
+
+
+BAND_WIDTH = 560
+BAND_HEIGHT = 120
+BAND_LEFT = 70
+BAND_BOTTOM = 22
+
+
+@dataclass(frozen=True)
+class RangePoint:
+    """The cumulative low–high range at the end of one bucket."""
+
+    label: str  # the bucket's last day
+    low: Decimal
+    high: Decimal
+
+
+def band_chart(chart_id: str, title: str, points: list[RangePoint]) -> Markup:
+    """An accessible SVG of a cumulative range over time: the band between low and high,
+    both edges drawn (never a midpoint), on one dollar scale from 0."""
+    if not points:
+        return Markup('<p class="empty">No pledges in this window.</p>')
+    top = max(point.high for point in points) or Decimal(1)
+    plot_height = BAND_HEIGHT - BAND_BOTTOM - 8
+    step = (BAND_WIDTH - BAND_LEFT - RIGHT) / max(len(points) - 1, 1)
+
+    def xy(index: int, value: Decimal) -> str:
+        return f"{BAND_LEFT + index * step:.1f},{8 + plot_height * (1 - float(value / top)):.1f}"
+
+    highs = [xy(i, p.high) for i, p in enumerate(points)]
+    lows = [xy(i, p.low) for i, p in enumerate(points)]
+    last = points[-1]
+    summary = (f"From {points[0].label} to {last.label}; at the end "
+               f"{compact_usd(last.low)} to {compact_usd(last.high)}")
+    cid = escape(chart_id)
+    parts = [
+        f'<svg class="band-chart" id="{cid}" viewBox="0 0 {BAND_WIDTH} {BAND_HEIGHT}" '
+        f'role="img" aria-labelledby="{cid}-t {cid}-d" preserveAspectRatio="xMinYMin meet">',
+        f'<title id="{cid}-t">{escape(title)}</title>',
+        f'<desc id="{cid}-d">Cumulative pledged USD, low to high. {escape(summary)}</desc>',
+        f'<text class="axis" x="{BAND_LEFT - 6}" y="14" text-anchor="end">'
+        f'{escape(compact_usd(top))}</text>',
+        f'<text class="axis" x="{BAND_LEFT - 6}" y="{8 + plot_height}" text-anchor="end">$0</text>',
+        f'<text class="axis" x="{BAND_LEFT}" y="{BAND_HEIGHT - 4}">'
+        f'{escape(points[0].label)}</text>',
+        f'<text class="axis" x="{BAND_WIDTH - RIGHT}" y="{BAND_HEIGHT - 4}" text-anchor="end">'
+        f'{escape(last.label)}</text>',
+        f'<polygon class="range" points="{" ".join(highs + lows[::-1])}"/>',
+        f'<polyline class="end" fill="none" points="{" ".join(highs)}"/>',
+        f'<polyline class="end" fill="none" points="{" ".join(lows)}"/>',
+        "</svg>",
+    ]
+    return Markup("".join(parts))

@@ -6,11 +6,12 @@ downloads as CSV under its name.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from services.projections.pages.charts import RangeBar, range_chart
+from services.projections.pages.charts import RangeBar, RangePoint, band_chart, range_chart
 from services.projections.pages.display import (
     Grid,
     cell,
@@ -21,7 +22,7 @@ from services.projections.pages.display import (
     usd_sum,
 )
 from services.projections.pages.time_travel import TimeTravel
-from services.projections.read_model.queries import ReadModelQueries
+from services.projections.read_model.queries import Interval, ReadModelQueries, buckets
 from services.projections.read_model.tables import TotalsDimension
 
 LATEST_EVENTS = 10
@@ -88,6 +89,8 @@ def overview(queries: ReadModelQueries, travel: TimeTravel, auditor: bool) -> di
     }
     latest = latest_events(queries, auditor)
     grids["latest"] = latest
+    growth = over_time(queries, travel)
+    grids["over-time"] = growth["grid"]
     return {
         "headline": {
             "usd": {"low": low, "high": high,
@@ -101,8 +104,66 @@ def overview(queries: ReadModelQueries, travel: TimeTravel, auditor: bool) -> di
             "firms": queries.firms(limit=1).total,
             "meetings": queries.meetings(limit=1).total,
         },
-        "grids": grids, "charts": charts,
+        "grids": grids, "charts": charts, "over_time": growth,
     }
+
+
+# Months shown by the over-time section; older history is summed into its first bucket.
+OVER_TIME_MONTHS = 24
+
+
+def over_time(queries: ReadModelQueries, travel: TimeTravel) -> dict[str, Any]:
+    """Cumulative pledged USD by sector at the end of each month before the page's moment
+    (from the first pledge's month, at most OVER_TIME_MONTHS back) and at the moment itself:
+    a band per sector and one table, from the ledger behind `GET /v1/pledges/over-time`."""
+    grid = Grid("over-time", "Cumulative pledged USD by sector, at each month's end",
+                ("as of",))
+    first = queries.first_pledge_day()
+    if first is None or not queries.ledger_complete():
+        return {"charts": {}, "grid": grid, "ready": first is None}
+    until = travel.past.bound.occurred_until if travel.past is not None else None
+    end = (until or datetime.now(UTC)).date()
+    # The ledger knows business dates as the registry knows them now: for a moment as
+    # recorded earlier, only the moment itself is shown.
+    as_known_now = travel.past is None or travel.past.bound.position >= travel.position
+    months = [span for span in buckets(max(first, _months_before(end, OVER_TIME_MONTHS - 1)),
+                                       end, Interval.MONTH) if span[1] < end] \
+        if as_known_now else []
+    series: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    if months:
+        items, _ = queries.pledges_over_time(TotalsDimension.SECTOR, months, travel.position,
+                                             limit=100, offset=0)
+        for item in items:
+            series[item["sector"]] = [(b["ends"], b) for b in item["buckets"]]
+    for item in totals(queries, TotalsDimension.SECTOR, travel):  # exact at any moment
+        series.setdefault(item["sector"], []).append((end.isoformat(), item))
+    charts: dict[str, Any] = {}
+    by_day: dict[str, dict[str, dict[str, Any]]] = {}
+    sectors = sorted(series)
+    for sector in sectors:
+        points = series[sector]
+        charts[sector] = band_chart(
+            f"chart-over-time-{sector}", f"{sector}: cumulative pledged USD",
+            [RangePoint(day, Decimal(t["usd"]["low"]), Decimal(t["usd"]["high"]))
+             for day, t in points])
+        for day, t in points:
+            by_day.setdefault(day, {})[sector] = t
+    # One row per date, a low and a high column per sector: the chart's figures, exactly.
+    grid = Grid("over-time", grid.caption, ("as of", *(
+        f"{sector} USD {end}" for sector in sectors for end in ("low", "high"))),
+        numeric=frozenset(range(1, 1 + 2 * len(sectors))))
+    for day in sorted(by_day):
+        row: list[Any] = [day]
+        for sector in sectors:
+            usd = by_day[day].get(sector, {}).get("usd", {"low": "0", "high": "0"})
+            row += [cell(grouped(usd["low"]), usd["low"]), cell(grouped(usd["high"]), usd["high"])]
+        grid.rows.append(row)
+    return {"charts": charts, "grid": grid, "ready": True}
+
+
+def _months_before(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 - months
+    return date(index // 12, index % 12 + 1, 1)
 
 
 def _bar(label: str, item: dict[str, Any]) -> RangeBar:

@@ -47,6 +47,7 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -79,8 +80,12 @@ from services.projections.read_model.deal_history import (
     APPLIERS,
     DealState,
     HistoryEvent,
+    TypedEvent,
     apply_deal_event,
+    ledger_changes,
+    typed,
 )
+from services.projections.read_model.indian_money import decimal_text
 from services.projections.read_model.progress import (
     AppliedPosition,
     SourceProgress,
@@ -102,6 +107,7 @@ from services.projections.read_model.tables import (
     firms,
     meetings,
     parked_events,
+    pledge_ledger,
     pledge_totals,
     pledges,
     projector_lock,
@@ -125,6 +131,9 @@ PLEDGE_CHANGING_COLUMNS = (
     "revisions", "revised_at", "revision_reason", "withdrawn_at", "withdrawal_reason",
 )
 TOTALS_KEY = ("dimension", "group_key", "currency")
+LEDGER_KEY = ("dimension", "period", "starts", "group_key", "currency")
+# Keys per tuple IN list when reading ledger rows (5 parameters each).
+LEDGER_CHUNK = 150
 
 
 class ProjectionError(Exception):
@@ -235,6 +244,11 @@ def _update_by_key(table: Table, key: Sequence[str], columns: Sequence[str]) -> 
     ).values({name: bindparam(name) for name in columns})
 
 
+def _delete_by_key(table: Table, key: Sequence[str]) -> Any:
+    """DELETE of the row whose primary key is `key`, for executemany (values `k_<column>`)."""
+    return delete(table).where(*(table.c[name] == bindparam(f"k_{name}") for name in key))
+
+
 def _with_key(row: dict[str, Any], key: Sequence[str], columns: Sequence[str]
               ) -> dict[str, Any]:
     return {**{f"k_{name}": row[name] for name in key}, **{name: row[name] for name in columns}}
@@ -281,15 +295,39 @@ class BatchEffects:
     deal_history: list[dict[str, Any]] = field(default_factory=list)
     recorded: list[dict[str, Any]] = field(default_factory=list)
     totals: dict[tuple[str, str, str], TotalsDelta] = field(default_factory=dict)
+    # For the ledger: the stored history of the deals the batch touches, and its new events.
+    histories: dict[UUID, list[TypedEvent]] = field(default_factory=dict)
+    new_deal_events: dict[UUID, list[TypedEvent]] = field(default_factory=dict)
+    ledger: dict[tuple[str, str, str, str, str], list[Any]] = field(default_factory=dict)
 
     def load(self, conn: Connection, deal_ids: set[UUID]) -> None:
-        """Read the stored deals the batch touches, and all their pledges."""
+        """Read the stored deals the batch touches, all their pledges and their history."""
         for row in _rows_where_in(conn, deals, deals.c.deal_id, deal_ids):
             self.deals[row["deal_id"]] = DealState(row)
             self.stored_deals.add(row["deal_id"])
         for row in _rows_where_in(conn, pledges, pledges.c.deal_id, self.stored_deals):
             self.deals[row["deal_id"]].pledges[row["pledge_id"]] = row
             self.stored_pledges.add((row["deal_id"], row["pledge_id"]))
+        for row in _rows_where_in(conn, deal_events, deal_events.c.deal_id, self.stored_deals):
+            self.histories.setdefault(row["deal_id"], []).append(
+                typed(HistoryEvent.of_row(row)))
+
+    def decide_ledger(self) -> None:
+        """The ledger's changes from the batch's deal events: per deal, its history folded by
+        business day with and without them (`ledger_changes`), added to each day's row and
+        to its month's. Runs inside the batch's exact decimal context."""
+        for deal_id, new in self.new_deal_events.items():
+            changes = ledger_changes(self.histories.get(deal_id, []), new)
+            for (day, (dimension, group_key, currency)), values in changes.items():
+                for period, starts in (("day", day.isoformat()),
+                                       ("month", day.replace(day=1).isoformat())):
+                    key = (dimension, period, starts, group_key, currency)
+                    entry = self.ledger.get(key)
+                    if entry is None:
+                        self.ledger[key] = list(values)
+                    else:
+                        for n, value in enumerate(values):
+                            entry[n] += value
 
     def changed(self, pledge: dict[str, Any]) -> None:
         key = (pledge["deal_id"], pledge["pledge_id"])
@@ -357,6 +395,7 @@ class BatchEffects:
         if self.recorded:
             conn.execute(insert(recorded_events), self.recorded)
         self._write_totals(conn)
+        self._write_ledger(conn)
 
     def _write_totals(self, conn: Connection) -> None:
         if not self.totals:
@@ -367,55 +406,18 @@ class BatchEffects:
             self._read_modify_write_totals(conn)
 
     def _add_totals(self, conn: Connection) -> None:
-        """Add the batch's deltas to the stored totals in the database, row by row: a batch
-        of another partition may change the same groups at the same time, and both count.
-
-        One upsert per chunk, in key order, so concurrent batches lock shared rows in one
-        order. NUMERIC sums are exact, and their text is the Python path's for the same
-        values (same digits, scale = the larger of the two), except where Python writes an
-        exponent (below 1E-6, or a zero with more than six decimals): such a row, locked by
-        this transaction already, is rewritten in Python's form. Groups whose count fell to 0
-        are deleted."""
-        inserting = pg_insert(pledge_totals)
-        new = inserting.excluded
-        upsert = inserting.on_conflict_do_update(
-            index_elements=list(TOTALS_KEY),
-            set_={
-                "pledge_count": pledge_totals.c.pledge_count + new.pledge_count,
-                **{c: cast(cast(pledge_totals.c[c], Numeric) + cast(new[c], Numeric), Text)
-                   for c in AMOUNT_COLUMNS},
-            },
-        ).returning(*(pledge_totals.c[name] for name in TOTALS_KEY),
-                    pledge_totals.c.pledge_count,
-                    *(cast(pledge_totals.c[c], Text).label(c) for c in AMOUNT_COLUMNS))
+        """Add the batch's deltas to the stored totals in the database (`add_atomically`): a
+        batch of another partition may change the same groups at the same time, and both
+        count. Text as the Python path writes it (`exact.plus`); groups whose count fell to
+        0 are deleted."""
         rows = [
             {**dict(zip(TOTALS_KEY, group, strict=True)), "pledge_count": delta.count,
              **{c: getattr(delta, c) for c in AMOUNT_COLUMNS}}
             for group, delta in sorted(self.totals.items())
         ]
-        emptied, rewritten = [], []
-        with localcontext() as exact:
-            exact.prec = EXACT_PRECISION
-            exact.traps[Inexact] = True
-            for chunk in _chunks(rows):
-                for row in conn.execute(upsert.values(chunk)):
-                    keyed = {f"k_{name}": row._mapping[name] for name in TOTALS_KEY}
-                    if row.pledge_count == 0:
-                        emptied.append(keyed)
-                        continue
-                    # As the Python path would have it; rounding beyond EXACT_PRECISION raises.
-                    texts = {c: str(exact.plus(Decimal(row._mapping[c]))) for c in AMOUNT_COLUMNS}
-                    if any(texts[c] != row._mapping[c] for c in AMOUNT_COLUMNS):
-                        rewritten.append({**keyed, **{c: Decimal(t) for c, t in texts.items()}})
-        if rewritten:
-            conn.execute(_update_by_key(pledge_totals, TOTALS_KEY, AMOUNT_COLUMNS), rewritten)
-        if emptied:
-            conn.execute(self._delete_totals(), emptied)
-
-    @staticmethod
-    def _delete_totals() -> Any:
-        return delete(pledge_totals).where(
-            *(pledge_totals.c[name] == bindparam(f"k_{name}") for name in TOTALS_KEY))
+        add_atomically(conn, pledge_totals, TOTALS_KEY, rows,
+                       stored_form=lambda value: +value,
+                       emptied=lambda count, amounts: count == 0)
 
     def _read_modify_write_totals(self, conn: Connection) -> None:
         """The stored totals read, changed in memory and written back: right where one batch
@@ -454,7 +456,122 @@ class BatchEffects:
                 updated,
             )
         if deleted:
-            conn.execute(self._delete_totals(), deleted)
+            conn.execute(_delete_by_key(pledge_totals, TOTALS_KEY), deleted)
+
+
+    # The ledger: rows are sums of deltas, so an entry may fall to zero (then it is deleted,
+    # as a rebuild would never write it), and amounts are kept in one text per value
+    # (`_canonical`), as sums of different deltas to the same value must compare equal.
+
+    def _ledger_rows(self) -> list[dict[str, Any]]:
+        return [
+            {**dict(zip(LEDGER_KEY, key, strict=True)), "pledge_count": values[0],
+             **{c: _canonical(v) for c, v in zip(AMOUNT_COLUMNS, values[1:], strict=True)}}
+            for key, values in sorted(self.ledger.items()) if any(values)
+        ]
+
+    def _write_ledger(self, conn: Connection) -> None:
+        rows = self._ledger_rows()
+        if not rows:
+            return
+        if conn.dialect.name == "postgresql":
+            self._add_ledger(conn, rows)
+        else:
+            self._read_modify_write_ledger(conn, rows)
+
+    def _add_ledger(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """As `_add_totals`, in the ledger's canonical text; a row deleted when it sums to
+        nothing."""
+        add_atomically(conn, pledge_ledger, LEDGER_KEY, rows, stored_form=_canonical,
+                       emptied=lambda count, amounts: count == 0 and not any(amounts))
+
+    def _read_modify_write_ledger(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """The stored rows read, changed in memory and written back (SQLite: one writer)."""
+        key_columns = tuple_(*(pledge_ledger.c[name] for name in LEDGER_KEY))
+        stored: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for start in range(0, len(rows), LEDGER_CHUNK):
+            keys = [tuple(row[name] for name in LEDGER_KEY)
+                    for row in rows[start:start + LEDGER_CHUNK]]
+            for found in conn.execute(select(pledge_ledger).where(key_columns.in_(keys))):
+                stored[tuple(found._mapping[name] for name in LEDGER_KEY)] = dict(found._mapping)
+        inserted, updated, deleted = [], [], []
+        with localcontext() as exact:
+            exact.prec = EXACT_PRECISION
+            exact.traps[Inexact] = True
+            for row in rows:
+                key = tuple(row[name] for name in LEDGER_KEY)
+                keyed = {f"k_{name}": row[name] for name in LEDGER_KEY}
+                old = stored.get(key)
+                if old is None:
+                    inserted.append(row)
+                    continue
+                count = old["pledge_count"] + row["pledge_count"]
+                amounts = {c: _canonical(old[c] + row[c]) for c in AMOUNT_COLUMNS}
+                if count == 0 and not any(amounts.values()):
+                    deleted.append(keyed)
+                else:
+                    updated.append({**keyed, "pledge_count": count, **amounts})
+        if inserted:
+            conn.execute(insert(pledge_ledger), inserted)
+        if updated:
+            conn.execute(
+                _update_by_key(pledge_ledger, LEDGER_KEY, ("pledge_count", *AMOUNT_COLUMNS)),
+                updated)
+        if deleted:
+            conn.execute(_delete_by_key(pledge_ledger, LEDGER_KEY), deleted)
+
+
+def add_atomically(
+    conn: Connection, table: Table, key: Sequence[str], rows: list[dict[str, Any]],
+    stored_form: Callable[[Decimal], Decimal],
+    emptied: Callable[[int, list[Decimal]], bool],
+) -> None:
+    """Add `rows` (a count and AMOUNT_COLUMNS per `key`) to `table`'s stored rows in the
+    database (PostgreSQL), so that batches of other partitions adding to the same rows at
+    the same time all count.
+
+    One upsert per chunk, rows in key order, so concurrent batches lock shared rows in one
+    order. NUMERIC sums are exact; a sum whose text is not `stored_form`'s (PostgreSQL never
+    writes an exponent, Python does below 1E-6) is rewritten, its row locked already, so
+    every backend and a rebuild store the same text. Rows `emptied` says are empty are
+    deleted. Runs `stored_form` at EXACT_PRECISION with rounding trapped."""
+    inserting = pg_insert(table)
+    new = inserting.excluded
+    upsert = inserting.on_conflict_do_update(
+        index_elements=list(key),
+        set_={
+            "pledge_count": table.c.pledge_count + new.pledge_count,
+            **{c: cast(cast(table.c[c], Numeric) + cast(new[c], Numeric), Text)
+               for c in AMOUNT_COLUMNS},
+        },
+    ).returning(*(table.c[name] for name in key), table.c.pledge_count,
+                *(cast(table.c[c], Text).label(c) for c in AMOUNT_COLUMNS))
+    empty, rewritten = [], []
+    with localcontext() as exact:
+        exact.prec = EXACT_PRECISION
+        exact.traps[Inexact] = True
+        for chunk in _chunks(sorted(rows, key=lambda row: tuple(row[n] for n in key))):
+            for row in conn.execute(upsert.values(chunk)):
+                keyed = {f"k_{name}": row._mapping[name] for name in key}
+                amounts = [Decimal(row._mapping[c]) for c in AMOUNT_COLUMNS]
+                if emptied(row.pledge_count, amounts):
+                    empty.append(keyed)
+                    continue
+                texts = {c: str(stored_form(v)) for c, v in zip(AMOUNT_COLUMNS, amounts,
+                                                                 strict=True)}
+                if any(texts[c] != row._mapping[c] for c in AMOUNT_COLUMNS):
+                    rewritten.append({**keyed, **{c: Decimal(t) for c, t in texts.items()}})
+    if rewritten:
+        conn.execute(_update_by_key(table, key, AMOUNT_COLUMNS), rewritten)
+    if empty:
+        conn.execute(_delete_by_key(table, key), empty)
+
+
+def _canonical(value: Decimal) -> Decimal:
+    """One Decimal per value (no trailing zeros, no negative zero), so its text is too."""
+    return Decimal(decimal_text(value))
+
+
 
 
 Handler = Callable[[BatchEffects, EventEnvelope, Any], None]
@@ -482,9 +599,11 @@ def _meeting_held(batch: BatchEffects, e: EventEnvelope, p: MeetingHeld) -> None
 # Deals: the rules are deal_history's, shared with past views
 
 def _deal_event(batch: BatchEffects, e: EventEnvelope, p: Payload) -> None:
-    refusal = apply_deal_event(batch.deals, HistoryEvent.of_envelope(e), p, batch)
+    event = HistoryEvent.of_envelope(e)
+    refusal = apply_deal_event(batch.deals, event, p, batch)
     if refusal is not None:
         raise ProjectionError(f"event at position {e.position} ({e.type.value}) {refusal}")
+    batch.new_deal_events.setdefault(e.aggregate_id, []).append((event, p))
     if isinstance(p, DealProposed):
         batch.new_parties.extend(
             {"deal_id": e.aggregate_id, "firm_code": firm_code}
@@ -814,6 +933,7 @@ class ReadModelProjector:
                     "recorded_at": envelope.recorded_at,
                     "recorded_by": envelope.recorded_by, "hash": envelope.hash,
                 })
+            batch.decide_ledger()
         batch.write(conn)
         self._write_applied_versions(conn, before, applied)
         for item in merged(progress):

@@ -141,6 +141,42 @@ class CountryTotalsAnswer(TotalsAnswer):
     items: list[CountryTotals]
 
 
+# -- Pledges over time ---------------------------------------------------------------------
+
+class Bucket(GroupTotals):
+    """A group's totals at the end of one bucket (cumulative, as `as_of` its last day)."""
+
+    starts: str = Field(json_schema_extra={"format": "date"}, description="Its first day, UTC")
+    ends: str = Field(json_schema_extra={"format": "date"}, description="Its last day, UTC")
+
+
+class GroupOverTime(BaseModel):
+    """One group and its buckets, oldest first; exactly one of sector, firm and country."""
+
+    sector: Sector | None = None
+    firm: FirmRef | None = None
+    country: Country | None = Field(default=None, description="The pledging firms' country")
+    buckets: list[Bucket]
+
+
+class OverTimeAnswer(BaseModel):
+    dimension: Literal["sector", "firm", "country"]
+    interval: Literal["day", "month", "quarter"]
+    from_: str = Field(alias="from", json_schema_extra={"format": "date"},
+                       description="The first bucket's first day")
+    to: str = Field(json_schema_extra={"format": "date"},
+                    description="The last bucket's last day")
+    next_from: str | None = Field(json_schema_extra={"format": "date"}, description=(
+        "When the window holds more than 366 buckets, the first day of the next one: ask "
+        "again with it as `from`; null when this answer reaches `to`"))
+    items: list[GroupOverTime] = Field(description="Groups with a counted pledge at the end of "
+                                       "some bucket, by key")
+    limit: int = Field(ge=1, le=100)
+    offset: Count
+    total: Count = Field(description="Groups across all pages")
+    position: PositionField
+
+
 # -- Deals ---------------------------------------------------------------------------------
 
 class DealSummary(BaseModel):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import date, time, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -20,6 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from prometheus_client import Gauge
 from starlette.concurrency import run_in_threadpool
 
+from contracts.moments import DATE
 from contracts.submissions_v1 import CODE_PATTERN, ONE_LINE, DealFormat, FirmKind, Sector
 from services.projections.query_api.freshness import PositionWaiters
 from services.projections.query_api.moments import (
@@ -37,12 +39,13 @@ from services.projections.query_api.responses import (
     FirmsPage,
     FirmTotalsAnswer,
     MeetingsPage,
+    OverTimeAnswer,
     RecordedEventsPage,
     SectorTotalsAnswer,
 )
 from services.projections.read_model.deal_history import PastBound
 from services.projections.read_model.progress import AppliedPosition
-from services.projections.read_model.queries import Page, ReadModelQueries
+from services.projections.read_model.queries import Interval, Page, ReadModelQueries, buckets
 from services.projections.read_model.tables import DealStatus, TotalsDimension
 from services.shared.api_keys import ApiKeyStore, Auditor, Reader
 from services.shared.errors import ApiError, error_responses
@@ -52,6 +55,10 @@ from services.shared.openapi_contract import INT64, MAX_POSITION, Offset
 POSITION_HEADER = "X-Log-Position"
 MAX_POLL_SECONDS = 0.05
 MAX_LIMIT = 500
+# Buckets per over-time answer (a leap year of days), and groups per page of one.
+MAX_BUCKETS = 366
+MAX_OVER_TIME_GROUPS = 100
+DATE_PATTERN = rf"^{DATE}$"
 
 
 def read_queries_of(request: Request) -> ReadModelQueries:
@@ -260,9 +267,32 @@ def totals(queries: ReadModelQueries, dimension: TotalsDimension, position: int,
            past: PastClock | None, response: Response) -> dict[str, Any]:
     if past is None:
         return totals_body(queries.pledge_totals(dimension), position, response)
-    body = totals_body(queries.pledge_totals_as_of(dimension, past.bound), past.bound.position,
-                       response)
-    return {**body, "past": past.stated}
+    until = past.bound.occurred_until
+    if until is not None and until.time() == time.max and past.bound.position >= position \
+            and queries.ledger_complete():
+        # The end of a UTC day, what a date means, as known now: the ledger holds exactly
+        # that answer (not as known at an earlier recorded position).
+        items = queries.pledge_totals_on(dimension, until.date(), past.bound.position)
+    else:
+        # A time within a day, or recorded time: folded from the deals' history.
+        items = queries.pledge_totals_as_of(dimension, past.bound)
+    return {**totals_body(items, past.bound.position, response), "past": past.stated}
+
+
+def over_time_window(since: str, until: str, interval: Interval
+                     ) -> tuple[list[tuple[date, date]], date | None]:
+    """The buckets of an over-time answer: from the one holding `since` to the one holding
+    `until`, at most MAX_BUCKETS of them (none if `until` is before `since`), and the first
+    day of the next bucket when the window holds more (the next page's `from`), else None."""
+    first, last = date.fromisoformat(since), date.fromisoformat(until)
+    if last < first:
+        return [], None
+    # A day bucket is the shortest: no more than MAX_BUCKETS + 1 of any fit in this span.
+    horizon = min(last, first + timedelta(days=(MAX_BUCKETS + 1) * 92))
+    spans = buckets(first, horizon, interval)
+    if len(spans) <= MAX_BUCKETS:
+        return spans, None
+    return spans[:MAX_BUCKETS], spans[MAX_BUCKETS][0]
 
 
 def read_router() -> APIRouter:
@@ -297,6 +327,45 @@ def read_router() -> APIRouter:
         """Totals of active pledges per pledging firm's country, in USD and per currency; now,
         or as of a business time (`as_of`) or recorded position or time (`recorded_as_of`)."""
         return totals(queries, TotalsDimension.COUNTRY, position, past, response)
+
+    @router.get("/pledges/over-time", **read_route(READ_ERRORS, OverTimeAnswer))
+    def pledges_over_time(
+        principal: Reader, position: Position, queries: Queries, response: Response,
+        dimension: Annotated[TotalsDimension, Query(
+            description="Group by sector, pledging firm or the firm's country")],
+        since: Annotated[str, Query(
+            alias="from", pattern=DATE_PATTERN, max_length=10, examples=["2025-01-01"],
+            description="A date (UTC): the first bucket is the one holding it")],
+        until: Annotated[str, Query(
+            alias="to", pattern=DATE_PATTERN, max_length=10, examples=["2025-12-31"],
+            description="A date (UTC): the last bucket is the one holding it, or the "
+                        f"{MAX_BUCKETS}th from `from` (then `next_from` says where to go on); "
+                        "before `from`: no buckets")],
+        interval: Annotated[Interval, Query(
+            description="Buckets: calendar days, months or quarters, UTC")] = Interval.MONTH,
+        limit: Annotated[int, Query(ge=1, le=MAX_OVER_TIME_GROUPS,
+                                    description="Groups per page")] = 20,
+        offset: Offset = 0,
+    ) -> dict[str, Any]:
+        """Pledge totals per group at the end of each day, month or quarter of a window, by
+        business time (as `as_of` of that day): cumulative since the first pledge, with
+        count, USD low/high and per original currency. Groups by key, paged."""
+        if not queries.ledger_complete():
+            raise ApiError(503, "ledger_incomplete", "the pledge ledger was added to a read "
+                           "model that held events before it: run `dealreg projections "
+                           "rebuild` to fill it")
+        spans, next_from = over_time_window(since, until, interval)
+        items, total = queries.pledges_over_time(dimension, spans, position, limit, offset) \
+            if spans else ([], 0)
+        response.headers[POSITION_HEADER] = str(position)
+        return {
+            "dimension": dimension.value, "interval": interval.value,
+            "from": spans[0][0].isoformat() if spans else since,
+            "to": spans[-1][1].isoformat() if spans else until,
+            "next_from": None if next_from is None else next_from.isoformat(),
+            "items": items, "limit": limit, "offset": offset, "total": total,
+            "position": position,
+        }
 
     @router.get("/deals", **read_route(READ_ERRORS, DealsPage))
     def list_deals(

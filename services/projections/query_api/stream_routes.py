@@ -36,9 +36,8 @@ from starlette.types import Receive, Scope, Send
 
 from services.projections.query_api.routes import Queries
 from services.projections.read_model.progress import AppliedPosition, read_position
-from services.projections.read_model.queries import ReadModelQueries
+from services.projections.read_model.queries import ReadModelQueries, recorded_view
 from services.projections.read_model.tables import recorded_events
-from services.projections.read_model.views import iso
 from services.shared.api_keys import ApiKeyStore, BrowserReader
 from services.shared.errors import STATUS_MEANINGS, ApiError, error_response
 from services.shared.http_basics import HttpMetrics
@@ -117,21 +116,7 @@ def events_after(queries: ReadModelQueries, after: int, up_to: int | None = None
             .where(recorded_events.c.position > after, recorded_events.c.position <= position)
             .order_by(recorded_events.c.position).limit(PAGE_SIZE)
         ).all()
-    return Batch(position, [_summary(row) for row in rows], len(rows) == PAGE_SIZE)
-
-
-def _summary(row: Any) -> dict[str, Any]:
-    return {
-        "position": row.position,
-        "event_id": row.event_id,
-        "type": row.type,
-        "aggregate_id": str(row.aggregate_id),
-        "aggregate_version": row.aggregate_version,
-        "occurred_at": iso(row.occurred_at),
-        "recorded_at": iso(row.recorded_at),
-        "recorded_by": row.recorded_by,
-        "hash": row.hash,
-    }
+    return Batch(position, [recorded_view(row) for row in rows], len(rows) == PAGE_SIZE)
 
 
 class ReadPositionWatch:

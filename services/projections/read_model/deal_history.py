@@ -14,9 +14,9 @@ revise.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, Inexact, localcontext
 from typing import Any, Protocol
 from uuid import UUID
@@ -165,6 +165,114 @@ def counted_totals(states: Iterable[DealState], dimension: TotalsDimension
     for (group_key, _), entry in sorted(sums.items()):
         groups.setdefault(group_key, []).append(entry)
     return groups
+
+
+# A totals group: (dimension, group key, currency).
+Group = tuple[str, str, str]
+# A change of one group's totals: count, then AMOUNTS in order.
+Amounts = tuple[int, Decimal, Decimal, Decimal, Decimal]
+
+
+def business_day(moment: datetime) -> date:
+    """The UTC day an event takes effect on for `as_of` (a date means the end of that day)."""
+    return moment.astimezone(UTC).date()
+
+
+def pledge_groups(pledge: Mapping[str, Any]) -> tuple[Group, Group, Group]:
+    """The three totals groups a counted pledge belongs to."""
+    currency = pledge["currency"]
+    return ((TotalsDimension.SECTOR.value, str(pledge["sector"]), currency),
+            (TotalsDimension.FIRM.value, str(pledge["firm_code"]), currency),
+            (TotalsDimension.COUNTRY.value, str(pledge["firm_country"]), currency))
+
+
+def _contributions(states: Iterable[DealState]) -> dict[Group, list[Any]]:
+    """What the counted pledges of `states` add to each group: [count, *AMOUNTS]."""
+    sums: dict[Group, list[Any]] = {}
+    for state in states:
+        for pledge in state.pledges.values():
+            if not pledge["counted"]:
+                continue
+            for group in pledge_groups(pledge):
+                entry = sums.setdefault(group, [0, *(Decimal(0) for _ in AMOUNTS)])
+                entry[0] += 1
+                for n, amount in enumerate(AMOUNTS, 1):
+                    entry[n] += pledge[amount]
+    return sums
+
+
+TypedEvent = tuple[HistoryEvent, Any]  # an event with its validated payload
+
+
+def typed(event: HistoryEvent) -> TypedEvent:
+    return event, PAYLOAD_MODELS[event.type].model_validate(dict(event.payload))
+
+
+def _contributions_by_day(events: Sequence[TypedEvent], days: Sequence[date]
+                          ) -> list[dict[Group, list[Any]]]:
+    """For each of `days` (ascending), the groups' contributions of the deals folded from
+    the events of `events` (in log order) that took effect by the end of that day.
+
+    Folds once and goes on applying while the events admitted by the next day all come after
+    those applied already in log order (the usual case); folds again from scratch otherwise."""
+    ordered = sorted(events, key=lambda typed_event: typed_event[0].position)
+    ignore = IgnoreChanges()
+    states: dict[UUID, DealState] = {}
+    applied: set[int] = set()
+    last = 0
+    found = []
+    for day in days:
+        admitted = [(e, p) for e, p in ordered if business_day(e.occurred_at) <= day
+                    and e.position not in applied]
+        if admitted and admitted[0][0].position < last:
+            states, applied, last = {}, set(), 0
+            admitted = [(e, p) for e, p in ordered if business_day(e.occurred_at) <= day]
+        for e, p in admitted:
+            apply_deal_event(states, e, p, ignore)
+            applied.add(e.position)
+            last = e.position
+        found.append(_contributions(states.values()))
+    return found
+
+
+def ledger_changes(before: Sequence[TypedEvent], new: Sequence[TypedEvent]
+                   ) -> dict[tuple[date, Group], list[Any]]:
+    """How appending `new` to the deal histories `before` changes the pledge ledger: per
+    (business day, group), the change of that day's delta, [count, *AMOUNTS].
+
+    The ledger holds, per day D, totals(as_of end of D) - totals(as_of end of D-1), where the
+    totals as of D are folded from the events that took effect by D, in log order (as
+    `fold_deals` does). An event may take effect before events recorded earlier, and then
+    change how they apply (a revision recorded later but dated earlier than the pledge is
+    skipped until the pledge is made), so the change is found by folding both histories at
+    every day from the earliest new one on where either can change. Exact decimal context
+    expected."""
+    if not new:
+        return {}
+    since = min(business_day(e.occurred_at) for e, _ in new)
+    after = [*before, *new]
+    days = sorted({d for e, _ in after if (d := business_day(e.occurred_at)) >= since})
+    old = _contributions_by_day(before, days)
+    now = _contributions_by_day(after, days)
+    changes: dict[tuple[date, Group], list[Any]] = {}
+
+    def add(day: date, group: Group, values: Sequence[Any], sign: int) -> None:
+        entry = changes.setdefault((day, group), [0, *(Decimal(0) for _ in AMOUNTS)])
+        for n, value in enumerate(values):
+            entry[n] += sign * value
+
+    for n, day in enumerate(days):
+        # The difference at `day` holds until the next day's, where it is taken back.
+        for group in old[n].keys() | now[n].keys():
+            zero = [0, *(Decimal(0) for _ in AMOUNTS)]
+            difference = [a - b for a, b in zip(now[n].get(group, zero),
+                                               old[n].get(group, zero), strict=True)]
+            if not any(difference):
+                continue
+            add(day, group, difference, +1)
+            if n + 1 < len(days):
+                add(days[n + 1], group, difference, -1)
+    return {key: values for key, values in changes.items() if any(values)}
 
 
 def _group_key(pledge: Mapping[str, Any], dimension: TotalsDimension) -> str:

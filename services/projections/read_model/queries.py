@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Inexact, localcontext
+from enum import StrEnum
 from itertools import groupby
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, Row, Select, func, select
+from sqlalchemy import Connection, Engine, Row, Select, and_, func, or_, select
 
 from services.projections.read_model.deal_history import (
     HistoryEvent,
@@ -19,13 +21,16 @@ from services.projections.read_model.deal_history import (
 )
 from services.projections.read_model.progress import read_position
 from services.projections.read_model.tables import (
+    EXACT_PRECISION,
     READ_MODEL_PROJECTOR,
     TotalsDimension,
     deal_events,
     deal_parties,
     deals,
     firms,
+    ledger_incomplete,
     meetings,
+    pledge_ledger,
     pledge_totals,
     pledges,
     recorded_events,
@@ -34,9 +39,50 @@ from services.projections.read_model.views import (
     Columns,
     deal_summary,
     deal_view,
+    group_totals,
     iso,
     totals_items,
 )
+
+LEDGER_AMOUNTS = ("low", "high", "usd_low", "usd_high")
+
+
+class Interval(StrEnum):
+    """The buckets of pledges over time: calendar days, months or quarters (UTC)."""
+
+    DAY = "day"
+    MONTH = "month"
+    QUARTER = "quarter"
+
+
+def bucket_start(day: date, interval: Interval) -> date:
+    """The first day of the bucket that holds `day`."""
+    if interval is Interval.DAY:
+        return day
+    if interval is Interval.MONTH:
+        return day.replace(day=1)
+    return date(day.year, (day.month - 1) // 3 * 3 + 1, 1)
+
+
+def next_bucket(start: date, interval: Interval) -> date:
+    """The first day of the bucket after the one starting on `start`."""
+    if interval is Interval.DAY:
+        return date.fromordinal(start.toordinal() + 1)
+    months = 1 if interval is Interval.MONTH else 3
+    month = start.month - 1 + months
+    return date(start.year + month // 12, month % 12 + 1, 1)
+
+
+def buckets(first: date, last: date, interval: Interval) -> list[tuple[date, date]]:
+    """(first day, last day) of each bucket from the one holding `first` to the one holding
+    `last`."""
+    found = []
+    start = bucket_start(first, interval)
+    while start <= last:
+        following = next_bucket(start, interval)
+        found.append((start, date.fromordinal(following.toordinal() - 1)))
+        start = following
+    return found
 
 
 @dataclass(frozen=True)
@@ -73,6 +119,81 @@ class ReadModelQueries:
                       for key, group in groupby(rows, lambda row: row.group_key)}
             known = _firms(conn, groups) if dimension is TotalsDimension.FIRM else {}
         return totals_items(dimension, groups, known)
+
+    # Totals by business date, from the ledger (rm_pledge_ledger): a few rows per group.
+
+    def first_pledge_day(self) -> date | None:
+        """The earliest business day on which any pledge total changed, None before any."""
+        with self.engine.connect() as conn:
+            first = conn.execute(select(func.min(pledge_ledger.c.starts))
+                                 .where(pledge_ledger.c.period == "day")).scalar()
+        return None if first is None else date.fromisoformat(first)
+
+    def ledger_complete(self) -> bool:
+        """Whether the ledger holds every event (not added to a read model that held events
+        before it, and not rebuilt since)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(ledger_incomplete.c.since_position).limit(1)) \
+                .first() is None
+
+    def pledge_totals_on(self, dimension: TotalsDimension, day: date, up_to_position: int
+                         ) -> list[dict[str, Any]]:
+        """Totals per group of `dimension` as of the end of `day` (UTC), business time: the
+        same answer as `pledge_totals_as_of` with that bound, from the ledger's months
+        before the day and the days of its month up to it. Firm names as registered up to
+        `up_to_position`."""
+        with self.engine.connect() as conn:
+            sums = _ledger_sums(conn, dimension, _up_to(day))
+            groups = _totals_groups(sums)
+            known = _firms(conn, groups, up_to_position) \
+                if dimension is TotalsDimension.FIRM else {}
+        return totals_items(dimension, groups, known)
+
+    def pledges_over_time(
+        self, dimension: TotalsDimension, spans: list[tuple[date, date]],
+        up_to_position: int, limit: int, offset: int,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Per group of `dimension` (by key; `limit` of them from `offset`), its totals at
+        the end of each of `spans` (consecutive buckets from `buckets`, first and last day):
+        cumulative since the first pledge, not only within the window. Returns the groups
+        and the number of groups in all."""
+        with self.engine.connect() as conn:
+            opening = _ledger_sums(conn, dimension, _up_to(date.fromordinal(
+                spans[0][0].toordinal() - 1)))
+            # Buckets of whole months (or quarters) are sums of month rows, days of day rows.
+            period = "day" if spans[0][0] == spans[0][1] else "month"
+            rows = conn.execute(
+                select(pledge_ledger).where(
+                    pledge_ledger.c.dimension == dimension.value,
+                    pledge_ledger.c.period == period,
+                    pledge_ledger.c.starts >= spans[0][0].isoformat(),
+                    pledge_ledger.c.starts <= spans[-1][1].isoformat(),
+                ).order_by(pledge_ledger.c.starts)
+            ).all()
+            with localcontext() as exact:
+                exact.prec = EXACT_PRECISION
+                exact.traps[Inexact] = True
+                running = {k: list(v) for k, v in opening.items()}
+                at_ends: list[dict[str, list[dict[str, Any]]]] = []
+                pending = iter(rows)
+                row = next(pending, None)
+                for _, end in spans:
+                    while row is not None and row.starts <= end.isoformat():
+                        _add_ledger_row(running, row._mapping)
+                        row = next(pending, None)
+                    at_ends.append(_totals_groups(running))
+            # The groups with a counted pledge at the end of some bucket, by key.
+            keys = sorted({key for at_end in at_ends for key in at_end})
+            page = keys[offset:offset + limit]
+            known = _firms(conn, page, up_to_position) \
+                if dimension is TotalsDimension.FIRM else {}
+        by_group = {key: [{"starts": start.isoformat(), "ends": end.isoformat(),
+                           **group_totals_or_none(at_end.get(key, []))}
+                          for (start, end), at_end in zip(spans, at_ends, strict=True)]
+                    for key in page}
+        items = [{**_group_ref(dimension, key, known), "buckets": by_group[key]}
+                 for key in page]
+        return items, len(keys)
 
     # Past state, folded from the deals' history (rm_deal_events) on each call.
 
@@ -147,7 +268,7 @@ class ReadModelQueries:
         with self.engine.connect() as conn:
             total = _count(conn, query)
             rows = conn.execute(ordered.limit(limit).offset(offset)).all()
-        return Page([_recorded_view(row) for row in rows], total)
+        return Page([recorded_view(row) for row in rows], total)
 
     # Deals
 
@@ -234,6 +355,72 @@ class ReadModelQueries:
         return Page([_meeting_view(row) for row in rows], total)
 
 
+def _up_to(day: date) -> tuple[str, str, str]:
+    """The ledger rows whose sum is the totals as of the end of `day`: months starting
+    before the day's month, and days from its month's first up to it (ISO texts)."""
+    month = day.replace(day=1).isoformat()
+    return month, month, day.isoformat()
+
+
+def _ledger_sums(conn: Connection, dimension: TotalsDimension, bound: tuple[str, str, str]
+                 ) -> dict[tuple[str, str], list[Any]]:
+    """Per (group key, currency): [count, *amounts], the ledger's sum up to `bound`."""
+    months_before, days_from, days_to = bound
+    rows = conn.execute(select(pledge_ledger).where(
+        pledge_ledger.c.dimension == dimension.value,
+        or_(and_(pledge_ledger.c.period == "month", pledge_ledger.c.starts < months_before),
+            and_(pledge_ledger.c.period == "day", pledge_ledger.c.starts >= days_from,
+                 pledge_ledger.c.starts <= days_to)),
+    ))
+    sums: dict[tuple[str, str], list[Any]] = {}
+    with localcontext() as exact:
+        exact.prec = EXACT_PRECISION
+        exact.traps[Inexact] = True
+        for row in rows:
+            _add_ledger_row(sums, row._mapping)
+    return sums
+
+
+def _add_ledger_row(sums: dict[tuple[str, str], list[Any]], row: Columns) -> None:
+    entry = sums.get((row["group_key"], row["currency"]))
+    if entry is None:
+        sums[(row["group_key"], row["currency"])] = \
+            [row["pledge_count"], *(row[c] for c in LEDGER_AMOUNTS)]
+        return
+    entry[0] += row["pledge_count"]
+    for n, amount in enumerate(LEDGER_AMOUNTS, 1):
+        entry[n] += row[amount]
+
+
+def _totals_groups(sums: Mapping[tuple[str, str], list[Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Ledger sums as totals rows per group key, by key then currency; groups without a
+    counted pledge (count 0: every pledge left) are left out, as in the live totals."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for (group_key, currency), values in sorted(sums.items()):
+        if values[0] == 0:
+            continue
+        groups.setdefault(group_key, []).append({
+            "currency": currency, "pledge_count": values[0],
+            **dict(zip(LEDGER_AMOUNTS, values[1:], strict=True)),
+        })
+    return groups
+
+
+def group_totals_or_none(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A bucket's totals: those of its group then, or zero before its first pledge."""
+    if rows:
+        return group_totals(rows)
+    return {"pledge_count": 0, "usd": {"low": "0", "high": "0"}, "by_currency": []}
+
+
+def _group_ref(dimension: TotalsDimension, key: str, known: Mapping[str, Columns]
+               ) -> dict[str, Any]:
+    if dimension is TotalsDimension.FIRM:
+        return {"firm": {"code": key, "name": known[key]["name"] if key in known else None,
+                         "country": known[key]["country"] if key in known else None}}
+    return {dimension.value: key}
+
+
 def _count(conn: Connection, query: Select[Any]) -> int:
     return int(conn.execute(select(func.count()).select_from(query.subquery())).scalar_one())
 
@@ -263,7 +450,8 @@ def _event_view(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def _recorded_view(row: Row[Any]) -> dict[str, Any]:
+def recorded_view(row: Row[Any]) -> dict[str, Any]:
+    """One recorded event as read answers and the event stream show it."""
     return {
         "position": row.position,
         "event_id": row.event_id,

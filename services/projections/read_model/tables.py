@@ -28,6 +28,10 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    func,
+    insert,
+    inspect,
+    select,
     text,
 )
 
@@ -199,6 +203,35 @@ pledge_totals = Table(
     Column("usd_high", DecimalText, nullable=False),
 )
 
+# The pledge totals' changes by business date: per group and UTC day (period "day", `starts`
+# that day) the change of the totals as of the end of that day from the day before, and per
+# calendar month (period "month", `starts` its first day) the sum of its days. Totals as of a
+# day are the months before it plus its month's days up to it: a few rows per group, however
+# long the history. Dates are ISO text (YYYY-MM-DD), which sorts as dates do.
+pledge_ledger = Table(
+    "rm_pledge_ledger",
+    read_model,
+    Column("dimension", String(10), primary_key=True),
+    Column("period", String(5), primary_key=True),
+    Column("starts", String(10), primary_key=True),
+    Column("group_key", String(100), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("pledge_count", Integer, nullable=False),
+    Column("low", DecimalText, nullable=False),
+    Column("high", DecimalText, nullable=False),
+    Column("usd_low", DecimalText, nullable=False),
+    Column("usd_high", DecimalText, nullable=False),
+)
+
+# A row here says the ledger was added to a read model that already held events, so it
+# lacks what came before (`create_read_schema`): until a rebuild (whose fresh tables have no
+# such row) replaces it, past totals are folded from the deals' history instead.
+ledger_incomplete = Table(
+    "rm_ledger_incomplete",
+    read_model,
+    Column("since_position", BigInteger, primary_key=True, autoincrement=False),
+)
+
 deal_events = Table(
     "rm_deal_events",
     read_model,
@@ -303,6 +336,12 @@ parked_events = Table(
 
 def create_read_schema(engine: Engine) -> None:
     """Create the read model's tables and indexes where missing; run once at start-up."""
+    existing = set(inspect(engine).get_table_names())
     read_model.create_all(engine)
+    if pledge_ledger.name not in existing and recorded_events.name in existing:
+        with engine.begin() as conn:
+            held = conn.execute(select(func.max(recorded_events.c.position))).scalar()
+            if held is not None:
+                conn.execute(insert(ledger_incomplete).values(since_position=held))
     parking.create_all(engine)
     upgrade_columns(engine, source_progress, retired=("caught_up",))
