@@ -222,3 +222,22 @@ def test_pledges_over_time_end_at_the_live_totals_and_move_with_the_moment(
     past = registry.get("/v1/pledges/by-sector", as_of="2025-08-01").json()["items"]
     assert last_month({"as_of": "2025-08-01"}) == {
         i["sector"]: (i["usd"]["low"], i["usd"]["high"]) for i in past}
+
+
+def test_demo_data_is_labelled_illustrative_and_partner_data_is_not(
+    registry: Registry, tmp_path: Path,
+) -> None:
+    sign_in(registry)
+    assert "Illustrative data" in registry.client.get("/").text  # the scenario is the demo's
+    partners_only = Registry(Settings(data_dir=tmp_path / "partners"))
+    try:
+        assert partners_only.post({
+            "event_id": "p-1", "type": "firm_registered",
+            "occurred_at": "2025-07-01T10:00:00+05:30",
+            "payload": {"code": "real-jp", "name": "Real KK", "country": "JP",
+                        "kind": "manufacturer"}}).status_code == 201
+        partners_only.get("/v1/firms", min_position=partners_only.head())
+        sign_in(partners_only)
+        assert "Illustrative data" not in partners_only.client.get("/").text
+    finally:
+        partners_only.close()

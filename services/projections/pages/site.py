@@ -10,6 +10,7 @@ they are served.
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from contracts.submissions_v1 import DealFormat, FirmKind, Sector
+from services.demo.history import DEMO_EVENT_ID_PREFIX
 from services.projections.pages import screens
 from services.projections.pages.display import Grid, grouped
 from services.projections.pages.session import Session, SessionKeeper, csrf_matches, shared_secret
@@ -37,6 +39,7 @@ from services.shared.http_basics import HttpMetrics
 HERE = Path(__file__).parent
 STATIC_PATH = "/static/pages"
 STREAM_ROUTE = "/v1/stream"
+DEMO_RECHECK_SECONDS = 60.0
 NO_STORE = {"Cache-Control": "no-store"}
 MAX_FORM_BYTES = 16_384
 # Query parameters the time-travel form replaces rather than carries along.
@@ -61,8 +64,20 @@ class PageContext:
         self.app = app
         self.audit = audit
         self.queries = queries
+        self._illustrative = False
+        self._illustrative_checked = -DEMO_RECHECK_SECONDS
         self.keeper = keeper
         self.templates = templates
+
+    def illustrative(self) -> bool:
+        """Whether the registry holds the demo's events (`dealreg demo`), which every page
+        then labels as illustrative. Once true it stays so; false is asked again after
+        DEMO_RECHECK_SECONDS (the look-up scans the recorded events when there are none)."""
+        now = time.monotonic()
+        if not self._illustrative and now - self._illustrative_checked > DEMO_RECHECK_SECONDS:
+            self._illustrative_checked = now
+            self._illustrative = self.queries.has_event_id_prefix(DEMO_EVENT_ID_PREFIX)
+        return self._illustrative
 
     def render(self, request: Request, template: str, session: Session | None,
                travel: TimeTravel | None, status: int = 200, **content: Any) -> Response:
@@ -77,6 +92,7 @@ class PageContext:
                             headers={**NO_STORE, "Content-Disposition":
                                      f'attachment; filename="{page}-{wanted}.csv"'})
         context = {
+            "illustrative": self.illustrative(),
             "session": session, "travel": travel, "path": request.url.path,
             "static": STATIC_PATH, "can_audit": session is not None
             and session.principal.role in CAN_AUDIT,

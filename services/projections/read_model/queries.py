@@ -122,6 +122,13 @@ class ReadModelQueries:
 
     # Totals by business date, from the ledger (rm_pledge_ledger): a few rows per group.
 
+    def has_event_id_prefix(self, prefix: str) -> bool:
+        """Whether any projected event's id starts with `prefix` (e.g. the demo's)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(recorded_events.c.position).where(
+                recorded_events.c.event_id.startswith(prefix, autoescape=True)).limit(1)
+            ).first() is not None
+
     def first_pledge_day(self) -> date | None:
         """The earliest business day on which any pledge total changed, None before any."""
         with self.engine.connect() as conn:
