@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 
 
@@ -29,6 +31,11 @@ def create_sql_engine(url: str) -> Engine:
         # code is never handed a stale snapshot that SQLite would refuse to upgrade.
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def dialect_insert(conn: Connection, table: Table) -> Any:
+    """INSERT for `conn`'s dialect, with its ON CONFLICT clauses (PostgreSQL or SQLite)."""
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
 def redacted(url: str) -> str:

@@ -38,6 +38,7 @@ from services.shared.http_basics import HttpMetrics
 
 HERE = Path(__file__).parent
 STATIC_PATH = "/static/pages"
+# Mounted beside the pages in both modes (install_stream_api).
 STREAM_ROUTE = "/v1/stream"
 DEMO_RECHECK_SECONDS = 60.0
 NO_STORE = {"Cache-Control": "no-store"}
@@ -109,11 +110,6 @@ def _with_param(request: Request, name: str, value: str) -> str:
     params = dict(request.query_params)
     params[name] = value
     return f"{request.url.path}?{urlencode(params)}"
-
-
-def _serves(app: FastAPI, path: str) -> bool:
-    """Whether `app` has a route at `path` (the event stream is mounted beside the pages)."""
-    return any(getattr(route, "path", None) == path for route in app.routes)
 
 
 def safe_next(target: str | None) -> str:
@@ -217,7 +213,7 @@ def page_router(pages: PageContext) -> APIRouter:
         travel = travel_of(request)
         auditor = session.principal.role in CAN_AUDIT
         return pages.render(request, "overview.html", session, travel,
-                            stream=_serves(pages.app, STREAM_ROUTE),
+                            stream=STREAM_ROUTE,
                             **screens.overview(queries, travel, auditor))
 
     @router.get("/pages/latest.json")

@@ -51,7 +51,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from contracts.events_v1 import (
     DealProposed,
@@ -113,6 +112,7 @@ from services.projections.read_model.tables import (
     projector_lock,
     recorded_events,
 )
+from services.shared.database import dialect_insert
 
 log = logging.getLogger("dealreg.projections.projector")
 
@@ -138,10 +138,6 @@ LEDGER_CHUNK = 150
 
 class ProjectionError(Exception):
     """An event refers to something the read model has never seen: the feed is broken."""
-
-
-def _insert(conn: Connection, table: Any) -> Any:
-    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
 # Locks
@@ -179,7 +175,7 @@ def _claim_lock_row(conn: Connection, projector: str) -> None:
     claim = update(projector_lock).where(projector_lock.c.name == projector) \
         .values(name=projector)
     if conn.execute(claim).rowcount == 0:
-        conn.execute(_insert(conn, projector_lock).values(name=projector)
+        conn.execute(dialect_insert(conn, projector_lock).values(name=projector)
                      .on_conflict_do_nothing())
         conn.execute(claim)
 

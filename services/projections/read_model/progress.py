@@ -30,11 +30,10 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from contracts.stream_v1 import FIRST_EPOCH, StreamStamp
 from services.projections.read_model.tables import READ_MODEL_PROJECTOR, source_progress
+from services.shared.database import dialect_insert
 
 if TYPE_CHECKING:
     from services.projections.projectors.parking import SourceEntry
@@ -183,8 +182,7 @@ def record_progress(conn: Connection, projector: str, item: SourceProgress) -> N
     stamp = item.stamp or StreamStamp(0, -1)
     if not item.read and not item.rewound:
         # A partition made known, not read yet: a row at position 0, unless it has one.
-        upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        conn.execute(upsert(source_progress).values(
+        conn.execute(dialect_insert(conn, source_progress).values(
             projector=projector, source=item.source, partition=item.partition,
             offset=item.offset, position=0, epoch=stamp.epoch, seq=stamp.seq,
         ).on_conflict_do_nothing())

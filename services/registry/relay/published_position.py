@@ -31,11 +31,9 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from contracts.stream_v1 import FIRST_EPOCH, StreamStamp
-from services.shared.database import upgrade_columns
+from services.shared.database import dialect_insert, upgrade_columns
 
 relay_tables = MetaData()
 relay_positions = Table(
@@ -192,10 +190,8 @@ class PublishedPosition:
         return current + 1
 
     def _ensure_row(self, conn: Connection) -> None:
-        upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        conn.execute(upsert(relay_positions).values(topic=self.topic, position=0,
-                                                     epoch=FIRST_EPOCH)
-                     .on_conflict_do_nothing())
+        conn.execute(dialect_insert(conn, relay_positions).values(
+            topic=self.topic, position=0, epoch=FIRST_EPOCH).on_conflict_do_nothing())
 
     def _write_partitions(self, conn: Connection, next_seq: dict[int, int],
                           acked: dict[int, int]) -> None:
