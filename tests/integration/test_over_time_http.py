@@ -142,9 +142,11 @@ def test_ledger_on_postgres_equals_the_history_fold(postgres_url: str, seed: int
     assert ledger_rows(sqlite) == rows
 
 
+@pytest.mark.parametrize("added", ["rm_pledge_ledger", "rm_pledge_ledger_tree"])
 def test_a_ledger_added_to_a_read_model_with_events_is_not_trusted_until_a_rebuild(
-    tmp_path: Path,
+    tmp_path: Path, added: str
 ) -> None:
+    """A read model from before the ledger, or from before its tree, alike."""
     from sqlalchemy import text
 
     from services.cli import main
@@ -159,7 +161,7 @@ def test_a_ledger_added_to_a_read_model_with_events_is_not_trusted_until_a_rebui
     before = registry.get("/v1/pledges/by-sector", **as_of).json()["items"]
     keys = registry.keys
     with create_engine(settings.read_model_url()).begin() as conn:  # a read model from before
-        conn.execute(text("DROP TABLE rm_pledge_ledger"))
+        conn.execute(text(f"DROP TABLE {added}"))
     registry.close()
 
     upgraded = Registry(settings, keys)

@@ -29,6 +29,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal, Inexact, localcontext
 from typing import Any
 from uuid import UUID
@@ -47,7 +48,6 @@ from sqlalchemy import (
     insert,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -107,10 +107,12 @@ from services.projections.read_model.tables import (
     meetings,
     parked_events,
     pledge_ledger,
+    pledge_ledger_tree,
     pledge_totals,
     pledges,
     projector_lock,
     recorded_events,
+    tree_nodes_holding,
 )
 from services.shared.database import dialect_insert
 
@@ -132,8 +134,7 @@ PLEDGE_CHANGING_COLUMNS = (
 )
 TOTALS_KEY = ("dimension", "group_key", "currency")
 LEDGER_KEY = ("dimension", "period", "starts", "group_key", "currency")
-# Keys per tuple IN list when reading ledger rows (5 parameters each).
-LEDGER_CHUNK = 150
+TREE_KEY = ("dimension", "node", "group_key", "currency")
 
 
 class ProjectionError(Exception):
@@ -295,6 +296,7 @@ class BatchEffects:
     histories: dict[UUID, list[TypedEvent]] = field(default_factory=dict)
     new_deal_events: dict[UUID, list[TypedEvent]] = field(default_factory=dict)
     ledger: dict[tuple[str, str, str, str, str], list[Any]] = field(default_factory=dict)
+    tree: dict[tuple[str, int, str, str], list[Any]] = field(default_factory=dict)
 
     def load(self, conn: Connection, deal_ids: set[UUID]) -> None:
         """Read the stored deals the batch touches, all their pledges and their history."""
@@ -310,20 +312,20 @@ class BatchEffects:
 
     def decide_ledger(self) -> None:
         """The ledger's changes from the batch's deal events: per deal, its history folded by
-        business day with and without them (`ledger_changes`), added to each day's row and
-        to its month's. Runs inside the batch's exact decimal context."""
+        business day with and without them (`ledger_changes`), added to each day's row, to
+        its month's and to the tree's nodes that hold the day. Runs inside the batch's exact
+        decimal context."""
+        by_day: dict[tuple[date, str, str, str], list[Any]] = {}
         for deal_id, new in self.new_deal_events.items():
             changes = ledger_changes(self.histories.get(deal_id, []), new)
             for (day, (dimension, group_key, currency)), values in changes.items():
-                for period, starts in (("day", day.isoformat()),
-                                       ("month", day.replace(day=1).isoformat())):
-                    key = (dimension, period, starts, group_key, currency)
-                    entry = self.ledger.get(key)
-                    if entry is None:
-                        self.ledger[key] = list(values)
-                    else:
-                        for n, value in enumerate(values):
-                            entry[n] += value
+                _add_into(by_day, (day, dimension, group_key, currency), values)
+        for (day, dimension, group_key, currency), values in by_day.items():
+            for period, starts in (("day", day.isoformat()),
+                                   ("month", day.replace(day=1).isoformat())):
+                _add_into(self.ledger, (dimension, period, starts, group_key, currency), values)
+            for node in tree_nodes_holding(day):
+                _add_into(self.tree, (dimension, node, group_key, currency), values)
 
     def changed(self, pledge: dict[str, Any]) -> None:
         key = (pledge["deal_id"], pledge["pledge_id"])
@@ -459,62 +461,83 @@ class BatchEffects:
     # as a rebuild would never write it), and amounts are kept in one text per value
     # (`_canonical`), as sums of different deltas to the same value must compare equal.
 
-    def _ledger_rows(self) -> list[dict[str, Any]]:
-        return [
-            {**dict(zip(LEDGER_KEY, key, strict=True)), "pledge_count": values[0],
-             **{c: _canonical(v) for c, v in zip(AMOUNT_COLUMNS, values[1:], strict=True)}}
-            for key, values in sorted(self.ledger.items()) if any(values)
-        ]
-
     def _write_ledger(self, conn: Connection) -> None:
-        rows = self._ledger_rows()
-        if not rows:
-            return
-        if conn.dialect.name == "postgresql":
-            self._add_ledger(conn, rows)
-        else:
-            self._read_modify_write_ledger(conn, rows)
+        """The day and month rows, then the tree's: every batch writes the tables in one
+        order, and each table's rows in key order (`add_atomically`)."""
+        for table, key, changes in ((pledge_ledger, LEDGER_KEY, self.ledger),
+                                    (pledge_ledger_tree, TREE_KEY, self.tree)):
+            rows = _ledger_rows(key, changes)
+            if not rows:
+                continue
+            if conn.dialect.name == "postgresql":
+                # As `_add_totals`, in the ledger's canonical text; a row deleted when it
+                # sums to nothing.
+                add_atomically(conn, table, key, rows, stored_form=_canonical,
+                               emptied=lambda count, amounts: count == 0 and not any(amounts))
+            else:
+                _read_modify_write_ledger(conn, table, key, rows)
 
-    def _add_ledger(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        """As `_add_totals`, in the ledger's canonical text; a row deleted when it sums to
-        nothing."""
-        add_atomically(conn, pledge_ledger, LEDGER_KEY, rows, stored_form=_canonical,
-                       emptied=lambda count, amounts: count == 0 and not any(amounts))
 
-    def _read_modify_write_ledger(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        """The stored rows read, changed in memory and written back (SQLite: one writer)."""
-        key_columns = tuple_(*(pledge_ledger.c[name] for name in LEDGER_KEY))
-        stored: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for start in range(0, len(rows), LEDGER_CHUNK):
-            keys = [tuple(row[name] for name in LEDGER_KEY)
-                    for row in rows[start:start + LEDGER_CHUNK]]
-            for found in conn.execute(select(pledge_ledger).where(key_columns.in_(keys))):
-                stored[tuple(found._mapping[name] for name in LEDGER_KEY)] = dict(found._mapping)
-        inserted, updated, deleted = [], [], []
-        with localcontext() as exact:
-            exact.prec = EXACT_PRECISION
-            exact.traps[Inexact] = True
-            for row in rows:
-                key = tuple(row[name] for name in LEDGER_KEY)
-                keyed = {f"k_{name}": row[name] for name in LEDGER_KEY}
-                old = stored.get(key)
-                if old is None:
-                    inserted.append(row)
-                    continue
-                count = old["pledge_count"] + row["pledge_count"]
-                amounts = {c: _canonical(old[c] + row[c]) for c in AMOUNT_COLUMNS}
-                if count == 0 and not any(amounts.values()):
-                    deleted.append(keyed)
-                else:
-                    updated.append({**keyed, "pledge_count": count, **amounts})
-        if inserted:
-            conn.execute(insert(pledge_ledger), inserted)
-        if updated:
-            conn.execute(
-                _update_by_key(pledge_ledger, LEDGER_KEY, ("pledge_count", *AMOUNT_COLUMNS)),
-                updated)
-        if deleted:
-            conn.execute(_delete_by_key(pledge_ledger, LEDGER_KEY), deleted)
+def _add_into(sums: dict[Any, list[Any]], key: Any, values: Sequence[Any]) -> None:
+    entry = sums.get(key)
+    if entry is None:
+        sums[key] = list(values)
+    else:
+        for n, value in enumerate(values):
+            entry[n] += value
+
+
+def _ledger_rows(key: Sequence[str], changes: dict[Any, list[Any]]) -> list[dict[str, Any]]:
+    return [
+        {**dict(zip(key, keyed, strict=True)), "pledge_count": values[0],
+         **{c: _canonical(v) for c, v in zip(AMOUNT_COLUMNS, values[1:], strict=True)}}
+        for keyed, values in sorted(changes.items()) if any(values)
+    ]
+
+
+def _read_modify_write_ledger(conn: Connection, table: Table, key: Sequence[str],
+                              rows: list[dict[str, Any]]) -> None:
+    """The stored rows read, changed in memory and written back (SQLite: one writer).
+
+    The rows are found through the primary key's leading columns: per dimension (and
+    period), the days or nodes the rows are at, every group's row there read (SQLite
+    scans the whole table for a list of key tuples)."""
+    *lead, at = key[:-2]  # then group_key, currency
+    wanted = {tuple(row[name] for name in key) for row in rows}
+    places: dict[tuple[Any, ...], set[Any]] = {}
+    for wanted_key in wanted:
+        places.setdefault(wanted_key[:len(lead)], set()).add(wanted_key[len(lead)])
+    stored: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for leading, values in sorted(places.items()):
+        for chunk in _chunks(sorted(values)):
+            for found in conn.execute(select(table).where(
+                    *(table.c[name] == value for name, value in zip(lead, leading, strict=True)),
+                    table.c[at].in_(chunk))):
+                found_key = tuple(found._mapping[name] for name in key)
+                if found_key in wanted:
+                    stored[found_key] = dict(found._mapping)
+    inserted, updated, deleted = [], [], []
+    with localcontext() as exact:
+        exact.prec = EXACT_PRECISION
+        exact.traps[Inexact] = True
+        for row in rows:
+            keyed = {f"k_{name}": row[name] for name in key}
+            old = stored.get(tuple(row[name] for name in key))
+            if old is None:
+                inserted.append(row)
+                continue
+            count = old["pledge_count"] + row["pledge_count"]
+            amounts = {c: _canonical(old[c] + row[c]) for c in AMOUNT_COLUMNS}
+            if count == 0 and not any(amounts.values()):
+                deleted.append(keyed)
+            else:
+                updated.append({**keyed, "pledge_count": count, **amounts})
+    if inserted:
+        conn.execute(insert(table), inserted)
+    if updated:
+        conn.execute(_update_by_key(table, key, ("pledge_count", *AMOUNT_COLUMNS)), updated)
+    if deleted:
+        conn.execute(_delete_by_key(table, key), deleted)
 
 
 def add_atomically(

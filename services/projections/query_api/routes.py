@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import date, time, timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -267,15 +267,8 @@ def totals(queries: ReadModelQueries, dimension: TotalsDimension, position: int,
            past: PastClock | None, response: Response) -> dict[str, Any]:
     if past is None:
         return totals_body(queries.pledge_totals(dimension), position, response)
-    until = past.bound.occurred_until
-    if until is not None and until.time() == time.max and past.bound.position >= position \
-            and queries.ledger_complete():
-        # The end of a UTC day, what a date means, as known now: the ledger holds exactly
-        # that answer (not as known at an earlier recorded position).
-        items = queries.pledge_totals_on(dimension, until.date(), past.bound.position)
-    else:
-        # A time within a day, or recorded time: folded from the deals' history.
-        items = queries.pledge_totals_as_of(dimension, past.bound)
+    # The ledger or the deals' history, as `pledge_totals_past` decides for every reader.
+    items = queries.pledge_totals_past(dimension, past.bound, position)
     return {**totals_body(items, past.bound.position, response), "past": past.stated}
 
 

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from bisect import bisect_left
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Inexact, localcontext
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, Inexact, localcontext
 from enum import StrEnum
+from functools import cache
 from itertools import groupby
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, Row, Select, and_, func, or_, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Numeric,
+    Row,
+    Select,
+    String,
+    Text,
+    bindparam,
+    cast,
+    func,
+    select,
+    type_coerce,
+)
 
 from services.projections.read_model.deal_history import (
     HistoryEvent,
@@ -19,6 +34,7 @@ from services.projections.read_model.deal_history import (
     counted_totals,
     fold_deals,
 )
+from services.projections.read_model.indian_money import decimal_text
 from services.projections.read_model.progress import read_position
 from services.projections.read_model.tables import (
     EXACT_PRECISION,
@@ -31,20 +47,53 @@ from services.projections.read_model.tables import (
     ledger_incomplete,
     meetings,
     pledge_ledger,
+    pledge_ledger_tree,
     pledge_totals,
     pledges,
     recorded_events,
+    tree_nodes_summing,
 )
 from services.projections.read_model.views import (
     Columns,
     deal_summary,
     deal_view,
-    group_totals,
     iso,
+    money_range,
     totals_items,
 )
 
 LEDGER_AMOUNTS = ("low", "high", "usd_low", "usd_high")
+ZERO_SUMS = (0, *(Decimal(0) for _ in LEDGER_AMOUNTS))
+# Statements built once (building one costs more than running it). An over-time window's
+# ledger rows of one period (bound `dimension`, `period`, `first` and `last`, ISO days), in
+# the key's order (each group's and currency's by day): of the groups `keys` with amounts as
+# text, or the counts of the groups not among `keys`.
+_LEDGER = pledge_ledger.c
+_IN_WINDOW = (_LEDGER.dimension == bindparam("dimension"),
+              _LEDGER.period == bindparam("period"),
+              _LEDGER.starts >= bindparam("first"), _LEDGER.starts <= bindparam("last"))
+_IN_KEY_ORDER = (_LEDGER.starts, _LEDGER.group_key, _LEDGER.currency)
+WINDOW_ROWS_OF = (
+    select(_LEDGER.group_key, _LEDGER.currency, _LEDGER.starts, _LEDGER.pledge_count,
+           *(type_coerce(_LEDGER[c], String) for c in LEDGER_AMOUNTS))
+    .where(*_IN_WINDOW, _LEDGER.group_key.in_(bindparam("keys", expanding=True)))
+    .order_by(*_IN_KEY_ORDER)
+)
+WINDOW_COUNTS_EXCEPT = (
+    select(_LEDGER.group_key, _LEDGER.currency, _LEDGER.starts, _LEDGER.pledge_count)
+    .where(*_IN_WINDOW, _LEDGER.group_key.not_in(bindparam("keys", expanding=True)))
+    .order_by(*_IN_KEY_ORDER)
+)
+# The groups with a non-zero count in some currency as of the end of a day (the tree's
+# `nodes` for it).
+_TREE = pledge_ledger_tree.c
+TREE_COUNTED = (
+    select(_TREE.group_key).distinct()
+    .where(_TREE.dimension == bindparam("dimension"),
+           _TREE.node.in_(bindparam("nodes", expanding=True)))
+    .group_by(_TREE.group_key, _TREE.currency)
+    .having(func.sum(_TREE.pledge_count) != 0)
+)
 
 
 class Interval(StrEnum):
@@ -143,15 +192,33 @@ class ReadModelQueries:
             return conn.execute(select(ledger_incomplete.c.since_position).limit(1)) \
                 .first() is None
 
+    def pledge_totals_past(self, dimension: TotalsDimension, bound: PastBound,
+                           known_up_to: int) -> list[dict[str, Any]]:
+        """Totals per group of `dimension` as they were at `bound`, for every reader of past
+        totals (the API's `as_of` / `recorded_as_of`, the pages' moment). `known_up_to` is
+        the position the read model reflected when the read began.
+
+        The end of a UTC business day as known now (`bound.position` at least
+        `known_up_to`), with a complete ledger, reads the ledger (`pledge_totals_on`): its
+        answer is exactly the fold's. Anything else (a time within a day, a recorded
+        position, a ledger not yet rebuilt) is folded from the deals' history
+        (`pledge_totals_as_of`)."""
+        until = bound.occurred_until
+        if until is not None:
+            until = until.astimezone(UTC)
+            if until.time() == time.max and bound.position >= known_up_to \
+                    and self.ledger_complete():
+                return self.pledge_totals_on(dimension, until.date(), bound.position)
+        return self.pledge_totals_as_of(dimension, bound)
+
     def pledge_totals_on(self, dimension: TotalsDimension, day: date, up_to_position: int
                          ) -> list[dict[str, Any]]:
         """Totals per group of `dimension` as of the end of `day` (UTC), business time: the
-        same answer as `pledge_totals_as_of` with that bound, from the ledger's months
-        before the day and the days of its month up to it. Firm names as registered up to
-        `up_to_position`."""
+        same answer as `pledge_totals_as_of` with that bound, from the ledger's tree (at
+        most 22 rows per group and currency, summed by the database). Firm names as
+        registered up to `up_to_position`."""
         with self.engine.connect() as conn:
-            sums = _ledger_sums(conn, dimension, _up_to(day))
-            groups = _totals_groups(sums)
+            groups = _totals_groups(_tree_sums(conn, dimension, day))
             known = _firms(conn, groups, up_to_position) \
                 if dimension is TotalsDimension.FIRM else {}
         return totals_items(dimension, groups, known)
@@ -163,42 +230,39 @@ class ReadModelQueries:
         """Per group of `dimension` (by key; `limit` of them from `offset`), its totals at
         the end of each of `spans` (consecutive buckets from `buckets`, first and last day):
         cumulative since the first pledge, not only within the window. Returns the groups
-        and the number of groups in all."""
+        and the number of groups in all.
+
+        The totals before the window come from the tree, each bucket's change from the
+        ledger's month rows (day rows for days). A group counted at the window's end (the
+        tree again) is listed; any other group's counts are run through the buckets to see
+        whether it was counted at an earlier bucket's end. Amounts are read, and buckets
+        built, for the page's groups only."""
+        first, last = spans[0][0], spans[-1][1]
+        window = {"dimension": dimension.value,
+                  # Buckets of whole months (or quarters) sum month rows, days day rows.
+                  "period": "day" if spans[0][0] == spans[0][1] else "month",
+                  "first": first.isoformat(), "last": last.isoformat()}
+        ends = [end.isoformat() for _, end in spans]
         with self.engine.connect() as conn:
-            opening = _ledger_sums(conn, dimension, _up_to(date.fromordinal(
-                spans[0][0].toordinal() - 1)))
-            # Buckets of whole months (or quarters) are sums of month rows, days of day rows.
-            period = "day" if spans[0][0] == spans[0][1] else "month"
-            rows = conn.execute(
-                select(pledge_ledger).where(
-                    pledge_ledger.c.dimension == dimension.value,
-                    pledge_ledger.c.period == period,
-                    pledge_ledger.c.starts >= spans[0][0].isoformat(),
-                    pledge_ledger.c.starts <= spans[-1][1].isoformat(),
-                ).order_by(pledge_ledger.c.starts)
-            ).all()
-            with localcontext() as exact:
-                exact.prec = EXACT_PRECISION
-                exact.traps[Inexact] = True
-                running = {k: list(v) for k, v in opening.items()}
-                at_ends: list[dict[str, list[dict[str, Any]]]] = []
-                pending = iter(rows)
-                row = next(pending, None)
-                for _, end in spans:
-                    while row is not None and row.starts <= end.isoformat():
-                        _add_ledger_row(running, row._mapping)
-                        row = next(pending, None)
-                    at_ends.append(_totals_groups(running))
-            # The groups with a counted pledge at the end of some bucket, by key.
-            keys = sorted({key for at_end in at_ends for key in at_end})
+            opening = _tree_sums(conn, dimension, date.fromordinal(first.toordinal() - 1))
+            before: dict[str, dict[str, list[Any]]] = {}
+            for (key, currency), values in opening.items():
+                before.setdefault(key, {})[currency] = values
+            at_end = set(conn.execute(TREE_COUNTED, {
+                "dimension": dimension.value, "nodes": tree_nodes_summing(last)}).scalars())
+            # A group counted before the window but not at its end changed within it.
+            others = _changes_by_bucket(conn.execute(
+                WINDOW_COUNTS_EXCEPT, {**window, "keys": sorted(at_end)}), ends)
+            keys = sorted(at_end | {key for key, changes in others.items()
+                                    if _counted_at_some_end(before.get(key, {}), changes)})
             page = keys[offset:offset + limit]
+            changes = _changes_by_bucket(conn.execute(WINDOW_ROWS_OF, {**window, "keys": page}),
+                                         ends) if page else {}
             known = _firms(conn, page, up_to_position) \
                 if dimension is TotalsDimension.FIRM else {}
-        by_group = {key: [{"starts": start.isoformat(), "ends": end.isoformat(),
-                           **group_totals_or_none(at_end.get(key, []))}
-                          for (start, end), at_end in zip(spans, at_ends, strict=True)]
-                    for key in page}
-        items = [{**_group_ref(dimension, key, known), "buckets": by_group[key]}
+        texts = [(start.isoformat(), end) for (start, _), end in zip(spans, ends, strict=True)]
+        items = [{**_group_ref(dimension, key, known),
+                  "buckets": _group_buckets(texts, before.get(key, {}), changes.get(key, {}))}
                  for key in page]
         return items, len(keys)
 
@@ -362,41 +426,145 @@ class ReadModelQueries:
         return Page([_meeting_view(row) for row in rows], total)
 
 
-def _up_to(day: date) -> tuple[str, str, str]:
-    """The ledger rows whose sum is the totals as of the end of `day`: months starting
-    before the day's month, and days from its month's first up to it (ISO texts)."""
-    month = day.replace(day=1).isoformat()
-    return month, month, day.isoformat()
-
-
-def _ledger_sums(conn: Connection, dimension: TotalsDimension, bound: tuple[str, str, str]
-                 ) -> dict[tuple[str, str], list[Any]]:
-    """Per (group key, currency): [count, *amounts], the ledger's sum up to `bound`."""
-    months_before, days_from, days_to = bound
-    rows = conn.execute(select(pledge_ledger).where(
-        pledge_ledger.c.dimension == dimension.value,
-        or_(and_(pledge_ledger.c.period == "month", pledge_ledger.c.starts < months_before),
-            and_(pledge_ledger.c.period == "day", pledge_ledger.c.starts >= days_from,
-                 pledge_ledger.c.starts <= days_to)),
-    ))
-    sums: dict[tuple[str, str], list[Any]] = {}
+def _tree_sums(conn: Connection, dimension: TotalsDimension, day: date
+               ) -> dict[tuple[str, str], list[Any]]:
+    """Per (group key, currency): [count, *amounts], the totals as of the end of `day`: the
+    sum of the tree's nodes that tile the days up to it, added up by the database (exact
+    NUMERIC on PostgreSQL; on SQLite, which sums decimal text as floats, the texts joined
+    and added here), so one row per group and currency crosses to Python."""
+    rows = conn.execute(_tree_sums_query(conn.dialect.name),
+                        {"dimension": dimension.value, "nodes": tree_nodes_summing(day)})
     with localcontext() as exact:
         exact.prec = EXACT_PRECISION
         exact.traps[Inexact] = True
-        for row in rows:
-            _add_ledger_row(sums, row._mapping)
-    return sums
+        return {(key, currency): [int(count), *(_sum_of_texts(t) for t in amounts)]
+                for key, currency, count, *amounts in rows}
 
 
-def _add_ledger_row(sums: dict[tuple[str, str], list[Any]], row: Columns) -> None:
-    entry = sums.get((row["group_key"], row["currency"]))
-    if entry is None:
-        sums[(row["group_key"], row["currency"])] = \
-            [row["pledge_count"], *(row[c] for c in LEDGER_AMOUNTS)]
-        return
-    entry[0] += row["pledge_count"]
-    for n, amount in enumerate(LEDGER_AMOUNTS, 1):
-        entry[n] += row[amount]
+@cache
+def _tree_sums_query(dialect: str) -> Select[Any]:
+    """`_tree_sums`' statement, built once per dialect (building it costs more than running
+    it): bound `dimension` and `nodes`."""
+    tree = pledge_ledger_tree
+    return (select(tree.c.group_key, tree.c.currency, func.sum(tree.c.pledge_count),
+                   *(_exact_sum(dialect, tree.c[c]) for c in LEDGER_AMOUNTS))
+            .where(tree.c.dimension == bindparam("dimension"),
+                   tree.c.node.in_(bindparam("nodes", expanding=True)))
+            .group_by(tree.c.group_key, tree.c.currency))
+
+
+def _exact_sum(dialect: str, column: Any) -> Any:
+    """A column's sum as text that `_sum_of_texts` reads exactly."""
+    if dialect == "postgresql":
+        return cast(func.sum(cast(column, Numeric)), Text)
+    return func.group_concat(type_coerce(column, String), " ", type_=String)
+
+
+def _sum_of_texts(text: str) -> Decimal:
+    """The sum of decimals written as texts separated by spaces (exact context expected)."""
+    parts = text.split(" ")
+    total = Decimal(parts[0])
+    for part in parts[1:]:
+        total += Decimal(part)
+    return total
+
+
+def _changes_by_bucket(rows: Any, ends: list[str]
+                       ) -> dict[str, dict[str, list[tuple[int, Any]]]]:
+    """Ledger rows (group key, currency, starts, count, ...), by day, as each group's and
+    currency's changes with the bucket each falls in (`ends`: the buckets' last days)."""
+    changes: dict[str, dict[str, list[tuple[int, Any]]]] = {}
+    for row in rows:
+        changes.setdefault(row[0], {}).setdefault(row[1], []).append(
+            (bisect_left(ends, row[2]), row))
+    return changes
+
+
+def _counted_at_some_end(opening: Mapping[str, list[Any]],
+                         changes: Mapping[str, list[tuple[int, Any]]]) -> bool:
+    """Whether some currency of a group has a non-zero count at the end of some bucket,
+    from its sums before the window and its changes by bucket (ascending)."""
+    for currency in opening.keys() | changes.keys():
+        count = opening[currency][0] if currency in opening else 0
+        unchecked = 0  # the first bucket whose end is not checked yet
+        for bucket, row in changes.get(currency, ()):
+            if bucket > unchecked:
+                if count != 0:  # held from the end of `unchecked` to before `bucket`
+                    return True
+                unchecked = bucket
+            count += row[3]
+        if count != 0:
+            return True
+    return False
+
+
+def _group_buckets(spans: list[tuple[str, str]], opening: Mapping[str, list[Any]],
+                   changes: Mapping[str, list[tuple[int, Any]]]) -> list[dict[str, Any]]:
+    """One group's totals at the end of each bucket (first and last day, ISO), as
+    `views.group_totals` shows them, from its sums before the window per currency and its
+    changes (rows of the ledger, amounts as text) by bucket. Amounts become decimals and
+    text only where they changed; a bucket where nothing changed shares its predecessor's
+    (read-only) `usd` and `by_currency`."""
+    # Each currency's sums at the end of each bucket where they changed.
+    changed_at: dict[int, dict[str, list[Any]]] = {}
+    with localcontext() as exact:
+        exact.prec = EXACT_PRECISION
+        exact.traps[Inexact] = True
+        for currency, rows in changes.items():
+            entry: Sequence[Any] = opening.get(currency, ZERO_SUMS)
+            for bucket, row in rows:
+                entry = [entry[0] + row[3], entry[1] + Decimal(row[4]),
+                         entry[2] + Decimal(row[5]), entry[3] + Decimal(row[6]),
+                         entry[4] + Decimal(row[7])]
+                changed_at.setdefault(bucket, {})[currency] = entry
+    with localcontext() as wide:  # as `group_totals`: rounding is not trapped in the views
+        wide.prec = EXACT_PRECISION
+        current = dict(opening)
+        views: dict[str, dict[str, Any]] = {}
+        count, usd, by_currency = _bucket_totals(current, views)
+        found = []
+        for bucket, (starts, ends) in enumerate(spans):
+            changed = changed_at.get(bucket)
+            if changed is not None:
+                for currency, entry in changed.items():
+                    current[currency] = entry
+                    views.pop(currency, None)
+                count, usd, by_currency = _bucket_totals(current, views)
+            found.append({"starts": starts, "ends": ends, "pledge_count": count, "usd": usd,
+                          "by_currency": by_currency})
+    return found
+
+
+def _bucket_totals(current: Mapping[str, Sequence[Any]], views: dict[str, dict[str, Any]]
+                   ) -> tuple[int, dict[str, str], list[dict[str, Any]]]:
+    """A group's count, USD range and ranges by currency (`views.group_totals`) from its
+    sums per currency; counted currencies only (none left: zero). `views` keeps each
+    currency's range view until its sums change. Runs at EXACT_PRECISION."""
+    counted = sorted(c for c, entry in current.items() if entry[0] != 0)
+    if not counted:
+        return 0, {"low": "0", "high": "0"}, []
+    if len(counted) == 1:  # the USD range is the currency's: the same text for the same value
+        currency = counted[0]
+        entry = current[currency]
+        view = views.get(currency)
+        if view is None:
+            view = views[currency] = money_range(currency, entry[1], entry[2])
+        return entry[0], {
+            "low": view["low"] if entry[3] == entry[1] else decimal_text(entry[3]),
+            "high": view["high"] if entry[4] == entry[2] else decimal_text(entry[4]),
+        }, [view]
+    count, usd_low, usd_high = 0, Decimal(0), Decimal(0)
+    by_currency = []
+    for currency in counted:
+        entry = current[currency]
+        count += entry[0]
+        usd_low += entry[3]
+        usd_high += entry[4]
+        view = views.get(currency)
+        if view is None:
+            view = views[currency] = money_range(currency, entry[1], entry[2])
+        by_currency.append(view)
+    return count, {"low": decimal_text(usd_low), "high": decimal_text(usd_high)}, by_currency
 
 
 def _totals_groups(sums: Mapping[tuple[str, str], list[Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -411,13 +579,6 @@ def _totals_groups(sums: Mapping[tuple[str, str], list[Any]]) -> dict[str, list[
             **dict(zip(LEDGER_AMOUNTS, values[1:], strict=True)),
         })
     return groups
-
-
-def group_totals_or_none(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """A bucket's totals: those of its group then, or zero before its first pledge."""
-    if rows:
-        return group_totals(rows)
-    return {"pledge_count": 0, "usd": {"low": "0", "high": "0"}, "by_currency": []}
 
 
 def _group_ref(dimension: TotalsDimension, key: str, known: Mapping[str, Columns]

@@ -7,7 +7,7 @@ in `rm_pledge_totals`, so a totals query reads a few rows instead of summing eve
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -205,9 +205,9 @@ pledge_totals = Table(
 
 # The pledge totals' changes by business date: per group and UTC day (period "day", `starts`
 # that day) the change of the totals as of the end of that day from the day before, and per
-# calendar month (period "month", `starts` its first day) the sum of its days. Totals as of a
-# day are the months before it plus its month's days up to it: a few rows per group, however
-# long the history. Dates are ISO text (YYYY-MM-DD), which sorts as dates do.
+# calendar month (period "month", `starts` its first day) the sum of its days: an over-time
+# answer adds a bucket's rows to the totals before it (from `pledge_ledger_tree`). Dates are
+# ISO text (YYYY-MM-DD), which sorts as dates do.
 pledge_ledger = Table(
     "rm_pledge_ledger",
     read_model,
@@ -222,6 +222,49 @@ pledge_ledger = Table(
     Column("usd_low", DecimalText, nullable=False),
     Column("usd_high", DecimalText, nullable=False),
 )
+
+# The same changes as prefix sums over business days: a Fenwick (binary indexed) tree whose
+# node `node` (a day's proleptic ordinal, `date.toordinal()`) holds, per group and currency,
+# the sum of the day rows of the days after ordinal node - lowbit(node) up to node itself
+# (lowbit: the lowest set bit). The totals as of a day are the sum of at most 22 nodes
+# (`tree_nodes_summing`); a day's change is added to at most 22 (`tree_nodes_holding`). Adds
+# commute, so batches of concurrent partitions write it as they write the other rows.
+pledge_ledger_tree = Table(
+    "rm_pledge_ledger_tree",
+    read_model,
+    Column("dimension", String(10), primary_key=True),
+    Column("node", Integer, primary_key=True, autoincrement=False),
+    Column("group_key", String(100), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("pledge_count", Integer, nullable=False),
+    Column("low", DecimalText, nullable=False),
+    Column("high", DecimalText, nullable=False),
+    Column("usd_low", DecimalText, nullable=False),
+    Column("usd_high", DecimalText, nullable=False),
+)
+# The last day a tree node can stand for (9999-12-31); nodes above it are never summed.
+LAST_TREE_NODE = date.max.toordinal()
+
+
+def tree_nodes_holding(day: date) -> list[int]:
+    """The tree's nodes whose sums include `day`'s change: its ordinal, then each node's
+    parent (the node plus its lowest set bit), up to LAST_TREE_NODE."""
+    found, node = [], day.toordinal()
+    while node <= LAST_TREE_NODE:
+        found.append(node)
+        node += node & -node
+    return found
+
+
+def tree_nodes_summing(day: date) -> list[int]:
+    """The tree's nodes whose sum is the totals as of the end of `day`: its ordinal, then
+    each node less its lowest set bit, down to nothing; their ranges tile days 1 to `day`."""
+    found, node = [], day.toordinal()
+    while node > 0:
+        found.append(node)
+        node -= node & -node
+    return found
+
 
 # A row here says the ledger was added to a read model that already held events, so it
 # lacks what came before (`create_read_schema`): until a rebuild (whose fresh tables have no
@@ -338,10 +381,14 @@ def create_read_schema(engine: Engine) -> None:
     """Create the read model's tables and indexes where missing; run once at start-up."""
     existing = set(inspect(engine).get_table_names())
     read_model.create_all(engine)
-    if pledge_ledger.name not in existing and recorded_events.name in existing:
+    ledger_tables = {pledge_ledger.name, pledge_ledger_tree.name}
+    if not ledger_tables <= existing and recorded_events.name in existing:
+        # A ledger table new to a read model that holds events lacks what came before.
         with engine.begin() as conn:
             held = conn.execute(select(func.max(recorded_events.c.position))).scalar()
-            if held is not None:
+            marked = conn.execute(select(ledger_incomplete.c.since_position).where(
+                ledger_incomplete.c.since_position == held)).first()
+            if held is not None and marked is None:
                 conn.execute(insert(ledger_incomplete).values(since_position=held))
     parking.create_all(engine)
     upgrade_columns(engine, source_progress, retired=("caught_up",))

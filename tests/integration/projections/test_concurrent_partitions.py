@@ -1,9 +1,10 @@
 """Projection instances on different source partitions apply at the same time (PostgreSQL).
 
 A batch holds its partitions' locks until it commits: a batch of the same partition waits
-for it, a batch of another partition does not. The pledge totals that batches of every
-partition share count every batch, and come out as a serial application writes them. A
-rebuild's switch holds off the batches of every partition. Waiting is observed in pg_locks.
+for it, a batch of another partition does not. The pledge totals and the pledge ledger (its
+day, month and tree rows) that batches of every partition share count every batch, and come
+out as a serial application writes them. A rebuild's switch holds off the batches of every
+partition. Waiting is observed in pg_locks.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,14 +36,19 @@ from services.projections.projectors.read_model_projector import (
     partition_lock_key,
     projector_lock_key,
 )
+from services.projections.read_model.deal_history import PastBound
 from services.projections.read_model.progress import SourceProgress
+from services.projections.read_model.queries import ReadModelQueries
 from services.projections.read_model.tables import (
     READ_MODEL_PROJECTOR,
     TotalsDimension,
     create_read_schema,
     firms,
+    pledge_ledger,
+    pledge_ledger_tree,
     pledge_totals,
     source_progress,
+    tree_nodes_holding,
 )
 from services.projections.rebuild.checksums import checksums
 from services.projections.rebuild.feeds import KafkaFeed
@@ -250,7 +259,33 @@ def pledging_topic() -> tuple[list[SourceEntry], Entries, Totals]:
             totals[(dimension.value, currency)] = (
                 len(amounts), sum((low for low, _ in amounts), Decimal(0)),
                 sum((high for _, high in amounts), Decimal(0)))
-    return registration, topic.new_entries(), totals
+    return registration, spread_in_business_time(topic.new_entries()), totals
+
+
+def spread_in_business_time(by_partition: Entries) -> Entries:
+    """The same entries with their events' business dates spread over some 60 days across
+    a month's end, backdated or not relative to their recording: the partitions' batches
+    then add to the ledger's rows of many days and to tree nodes they share."""
+    spread: Entries = {}
+    for partition, entries in by_partition.items():
+        spread[partition] = []
+        for entry in entries:
+            assert entry.envelope is not None
+            days = (entry.envelope.aggregate_id.int * 17 + entry.envelope.aggregate_version * 5) \
+                % 60 - 20
+            moved = entry.envelope.model_copy(update={
+                "occurred_at": entry.envelope.occurred_at + timedelta(days=days)})
+            spread[partition].append(replace(entry, envelope=moved))
+    return spread
+
+
+def business_days(by_partition: Entries) -> list[datetime]:
+    """The end of each UTC day on which an event of `by_partition` took effect, and of the
+    day before the first."""
+    days = sorted({e.envelope.occurred_at.astimezone(UTC).date()
+                   for entries in by_partition.values() for e in entries if e.envelope})
+    return [datetime.combine(day, clock_time.max, tzinfo=UTC)
+            for day in [days[0] - timedelta(days=1), *days]]
 
 
 def stored_totals(engine: Engine) -> list[tuple[Any, ...]]:
@@ -323,6 +358,17 @@ def test_concurrent_batches_of_every_partition_all_count_in_shared_totals(
     assert in_usd == {dimension.value: expected[(dimension.value, "EUR")][1:]
                    for dimension in TotalsDimension}
     assert "2.0E-7" in {text for row in stored_totals(engine) for text in row[4:]}
+    # As of the end of every business day, the ledger's totals are the fold of every
+    # event's history (the read model's position is the partitions' low-water mark).
+    queries = ReadModelQueries(engine)
+    head = max(e.envelope.position for entries in by_partition.values() for e in entries
+               if e.envelope is not None)
+    for end in business_days(by_partition):
+        for dimension in TotalsDimension:
+            assert queries.pledge_totals_on(dimension, end.date(), head) == \
+                queries.pledge_totals_as_of(dimension, PastBound(head, end)), end
+    with engine.connect() as conn:
+        assert conn.execute(select(pledge_ledger_tree.c.node).distinct()).all()
 
     # The same batches one after the other, into a fresh database, by the read-modify-write
     # path (SQLite): the same rows, down to the text of every amount.
@@ -336,6 +382,97 @@ def test_concurrent_batches_of_every_partition_all_count_in_shared_totals(
         assert stored_totals(engine) == stored_totals(serial)
         with engine.connect() as live, serial.connect() as fresh:
             assert checksums(live) == checksums(fresh)
+    finally:
+        serial.dispose()
+
+
+def row_lock_waiters(engine: Engine) -> int:
+    """How many transactions of this database wait for another's row (its transaction id)."""
+    with engine.connect() as conn:
+        return int(conn.execute(text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
+        )).scalar_one())
+
+
+def on_days(entries: list[SourceEntry], days: Sequence[date]) -> list[SourceEntry]:
+    """The entries with their events' business times moved to noon (UTC) of `days`."""
+    moved = []
+    for entry, day in zip(entries, days, strict=True):
+        assert entry.envelope is not None
+        moved.append(replace(entry, envelope=entry.envelope.model_copy(update={
+            "occurred_at": datetime.combine(day, clock_time(12), tzinfo=UTC)})))
+    return moved
+
+
+def test_tree_rows_changed_by_two_partitions_at_once_count_both(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Two partitions' batches change one ledger tree node and no other row in common: each
+    revises, backdated, a pledge of a deal cancelled since (so no live totals change), over
+    days whose day and month rows differ but one tree node holds an end of each. The second
+    batch waits on that node for the first, uncommitted, and adds on top of it (an atomic
+    upsert) rather than writing back what it read before."""
+    dates = {"a1": date(2025, 1, 5), "b1": date(2025, 3, 2),
+             "a2": date(2025, 2, 27), "b2": date(2025, 4, 25)}
+
+    def ends(first: date, second: date) -> set[int]:
+        return set(tree_nodes_holding(first)) ^ set(tree_nodes_holding(second))
+
+    shared = ends(dates["a1"], dates["b1"]) & ends(dates["a2"], dates["b2"])
+    assert len(shared) == 1, "the days were chosen for one shared tree node"
+    topic = Topic()
+    topic.firm(0, "toyota", "JP")
+    deals = [topic.on(partition, UUID(int=partition + 1)) for partition in (0, 1)]
+    for deal in deals:
+        topic.log.record(EventType.DEAL_PROPOSED, deal, {
+            "title": "Cells", "format": "joint_venture", "sector": "recycling",
+            "parties": ["toyota"]})
+        topic.log.pledge(deal, "p0", "toyota", money("1.5", "2", "USD"), usd("1.5", "2"))
+        topic.log.cancel(deal)
+    recorded = topic.new_entries()
+    before = {0: on_days(recorded[0], [date(2025, 1, 1)] * 2 + [date(2025, 1, 2),
+                                                                 dates["b1"]]),
+              1: on_days(recorded[1], [date(2025, 2, 1), date(2025, 2, 2), dates["b2"]])}
+    for n, deal in enumerate(deals):
+        topic.log.revise(deal, "p0", money(f"{n + 3}.25", "9", "USD"), usd(f"{n + 3}.25", "9"))
+    revised = topic.new_entries()
+    after = {0: on_days(revised[0], [dates["a1"]]), 1: on_days(revised[1], [dates["a2"]])}
+    for partition in (0, 1):
+        ReadModelProjector(engine).project(before[partition], progress_of(before[partition]))
+    held = BlockingProjector(engine)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        holding = pool.submit(held.project, after[0], progress_of(after[0]))
+        try:
+            wait_until(held.inside.is_set, "partition 0's batch to write, uncommitted")
+            beside = pool.submit(ReadModelProjector(engine).project, after[1],
+                                 progress_of(after[1]))
+            wait_until(lambda: beside.done() or row_lock_waiters(engine) > 0,
+                       "partition 1's batch to wait for partition 0's tree node")
+            assert not beside.done(), "partition 1's batch did not wait for the shared node"
+        finally:
+            held.release.set()
+        assert holding.result().applied == beside.result().applied == 1
+
+    head = max(e.envelope.position for entries in (*before.values(), *after.values())
+               for e in entries if e.envelope is not None)
+    queries = ReadModelQueries(engine)
+    counted = 0
+    for offset in range(130):
+        end = datetime.combine(date(2024, 12, 31) + timedelta(days=offset), clock_time.max,
+                               tzinfo=UTC)
+        for dimension in TotalsDimension:
+            totals = queries.pledge_totals_on(dimension, end.date(), head)
+            assert totals == queries.pledge_totals_as_of(dimension, PastBound(head, end)), end
+            counted += len(totals)
+    assert counted > 0
+    serial = create_sql_engine(f"sqlite:///{tmp_path / 'serial.db'}")
+    try:
+        create_read_schema(serial)
+        for entries in (before[0], before[1], after[0], after[1]):
+            ReadModelProjector(serial).project(entries, progress_of(entries))
+        with engine.connect() as live, serial.connect() as fresh:
+            tables = [pledge_ledger, pledge_ledger_tree]
+            assert checksums(live, tables) == checksums(fresh, tables)
     finally:
         serial.dispose()
 
