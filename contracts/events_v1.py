@@ -131,6 +131,10 @@ PAYLOAD_MODELS: dict[EventType, type[Payload]] = {
 SCHEMA_VERSION: Literal[1] = 1
 
 
+# The previous_hash of an aggregate's first event: its chain starts here.
+FIRST_PREVIOUS_HASH = "0" * 64
+
+
 class EventEnvelope(BaseModel):
     """One recorded event with everything a consumer needs to apply and audit it."""
 
@@ -146,7 +150,8 @@ class EventEnvelope(BaseModel):
     recorded_at: AwareDatetime = Field(description="When the registry recorded the event")
     recorded_by: str = Field(description="Principal (API key name) that recorded the event")
     previous_hash: str = Field(
-        description="hash of the aggregate's previous event; 64 zeros for its first event"
+        description="hash of the aggregate's previous event; 64 zeros (FIRST_PREVIOUS_HASH) "
+                    "for its first event"
     )
     hash: str = Field(
         description="SHA-256 (hex) of the canonical JSON of the stored event's topic and fields"

@@ -4,11 +4,18 @@ figures equal to the read API's."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import re
+import tomllib
 from collections.abc import Iterator
 from dataclasses import replace
+from decimal import Decimal
+from fnmatch import fnmatch
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import delete
@@ -16,7 +23,7 @@ from sqlalchemy import delete
 from services.demo.scenario import scenario
 from services.shared.api_keys import Role, api_keys, digest
 from services.shared.settings import Settings
-from tests.integration.test_http_api import Registry
+from tests.integration.test_http_api import Registry, pledge
 
 pytestmark = pytest.mark.integration
 
@@ -184,7 +191,6 @@ def test_pages_render_for_phone_and_desktop(registry: Registry) -> None:
     sign_in(registry)
     page = registry.client.get("/").text
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
-    assert 'role="img"' in page and "<desc" in page  # charts carry text alternatives
     css = registry.client.get("/static/pages/site.css")
     assert css.status_code == 200 and "@media (max-width" in css.text
 
@@ -206,7 +212,7 @@ def test_pledges_over_time_end_at_the_live_totals_and_move_with_the_moment(
 ) -> None:
     sign_in(registry)
     page = registry.client.get("/").text
-    assert page.count('class="band-chart"') == len(registry.get(
+    assert page.count('class="chart-box chart-band"') == len(registry.get(
         "/v1/pledges/by-sector").json()["items"])
 
     def last_month(params: dict[str, str]) -> dict[str, tuple[str, str]]:
@@ -241,3 +247,176 @@ def test_demo_data_is_labelled_illustrative_and_partner_data_is_not(
         assert "Illustrative data" not in partners_only.client.get("/").text
     finally:
         partners_only.close()
+
+
+# -- charts and live pages -------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = ROOT / "services" / "projections" / "pages"
+VENDORED = "/static/pages/vendor/chartjs"
+LIVE_PAGES = ("/", "/deals", "/firms", "/firms/attero", "/meetings")
+
+
+class ParsedPage(HTMLParser):
+    """A page's elements as (tag, attributes) and each <script>'s text."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict[str, str]]] = []
+        self.scripts: list[tuple[dict[str, str], str]] = []
+        self._script: dict[str, str] | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {name: value or "" for name, value in attrs}
+        self.elements.append((tag, found))
+        if tag == "script":
+            self._script = found
+            self.scripts.append((found, ""))
+
+    def handle_data(self, data: str) -> None:
+        if self._script is not None:
+            attrs, text = self.scripts[-1]
+            self.scripts[-1] = (attrs, text + data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._script = None
+
+    def by_id(self, wanted: str) -> dict[str, str] | None:
+        return next((a for _, a in self.elements if a.get("id") == wanted), None)
+
+    def island(self, wanted: str) -> dict[str, Any]:
+        """The JSON island (a chart's spec) with id `wanted`."""
+        [text] = [t for a, t in self.scripts if a.get("id") == wanted]
+        found: dict[str, Any] = json.loads(text)
+        return found
+
+
+def ranges_of(items: list[dict[str, Any]], label: str) -> dict[str, tuple[Decimal, Decimal]]:
+    return {str(i[label]): (Decimal(i["usd"]["low"]), Decimal(i["usd"]["high"])) for i in items}
+
+
+def test_chart_islands_hold_the_read_apis_ranges(registry: Registry) -> None:
+    sign_in(registry)
+    page = ParsedPage(registry.client.get("/").text)
+    sectors = registry.get("/v1/pledges/by-sector").json()["items"]
+    countries = registry.get("/v1/pledges/by-country").json()["items"]
+
+    def drawn(chart_id: str) -> dict[str, tuple[Decimal, Decimal]]:
+        spec = page.island(f"{chart_id}-data")
+        assert spec["kind"] == "range"
+        assert all(len(pair) == 2 for pair in spec["ranges"])  # a range, not a midpoint
+        return {label: (Decimal(low), Decimal(high))
+                for label, (low, high) in zip(spec["labels"], spec["ranges"], strict=True)}
+
+    assert drawn("chart-sector") == ranges_of(sectors, "sector")
+    assert drawn("chart-country") == ranges_of(countries, "country")
+    firms = sorted(registry.get("/v1/pledges/by-firm").json()["items"],
+                   key=lambda f: (-Decimal(f["usd"]["high"]), f["firm"]["code"]))[:10]
+    assert drawn("chart-firms") == {
+        f["firm"]["name"] or f["firm"]["code"]: (Decimal(f["usd"]["low"]),
+                                                 Decimal(f["usd"]["high"])) for f in firms}
+    # Over time: per sector a band whose last low and high are the live totals.
+    for item in sectors:
+        band = page.island(f"chart-over-time-{item['sector']}-data")
+        assert band["kind"] == "band" and len(band["low"]) == len(band["high"])
+        assert (Decimal(band["low"][-1]), Decimal(band["high"][-1])) == \
+            (Decimal(item["usd"]["low"]), Decimal(item["usd"]["high"]))
+
+
+def test_every_chart_has_a_name_a_text_summary_and_its_table(registry: Registry) -> None:
+    sign_in(registry)
+    html = registry.client.get("/").text
+    page = ParsedPage(html)
+    canvases = [a for tag, a in page.elements if tag == "canvas"]
+    assert len(canvases) >= 4
+    for canvas in canvases:
+        assert canvas["role"] == "img" and canvas["aria-label"], canvas
+        summary = page.by_id(canvas["aria-describedby"])
+        assert summary is not None and "visually-hidden" in summary["class"], canvas
+        assert page.by_id(canvas["data-chart"]) is not None  # its JSON island
+    sectors = registry.get("/v1/pledges/by-sector").json()["items"]
+    for sector in sectors:
+        assert re.search(rf'id="chart-sector-summary"[^>]*>[^<]*{sector["sector"]}: '
+                         r'\$[0-9.]+[KMB]?–\$[0-9.]+[KMB]?', html), sector["sector"]
+    for table in ("by-sector", "by-country", "top-firms", "over-time"):
+        assert page.by_id(f"table-{table}") is not None, table
+    # No script of ours inline: the islands are data, the rest loads from /static.
+    for attrs, text in page.scripts:
+        assert attrs.get("type") == "application/json" or (attrs.get("src") and not
+                                                               text.strip()), attrs
+
+
+def test_the_vendored_chart_library_is_served_from_our_own_static_files(
+    registry: Registry,
+) -> None:
+    bundle = registry.client.get(f"{VENDORED}/chart.umd.min.js")
+    assert bundle.status_code == 200
+    assert "javascript" in bundle.headers["content-type"]
+    assert bundle.content.startswith(b"/*!\n * Chart.js v4.")
+    license_file = registry.client.get(f"{VENDORED}/LICENSE.md")
+    assert license_file.status_code == 200 and "MIT License" in license_file.text
+    # The bytes are the ones the README and scripts/vendor-chartjs.sh pin.
+    served = hashlib.sha256(bundle.content).hexdigest()
+    assert served in (PAGES / "static/vendor/chartjs/README.md").read_text()
+    assert f'BUNDLE_SHA256="{served}"' in (ROOT / "scripts/vendor-chartjs.sh").read_text()
+    ours = registry.client.get("/static/pages/charts.js")
+    assert ours.status_code == 200 and "javascript" in ours.headers["content-type"]
+    # Every static file ships in the package.
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["services.projections.pages"]
+    unpackaged = [str(f.relative_to(PAGES)) for f in (PAGES / "static").rglob("*")
+                  if f.is_file() and not any(fnmatch(str(f.relative_to(PAGES)), p)
+                                             for p in patterns)]
+    assert unpackaged == []
+
+
+def test_no_page_loads_or_links_another_host(registry: Registry) -> None:
+    sign_in(registry, Role.AUDITOR)
+    deal_id = registry.get("/v1/deals").json()["items"][0]["deal_id"]
+    for path in (*LIVE_PAGES, f"/deals/{deal_id}", "/audit"):
+        answer = registry.client.get(path)
+        assert answer.status_code == 200, path
+        policy = answer.headers["content-security-policy"]
+        assert "script-src 'self';" in policy and "unsafe-inline" not in policy, path
+        page = ParsedPage(answer.text)
+        elsewhere = [(tag, value) for tag, attrs in page.elements
+                     for name, value in attrs.items() if name in ("src", "href", "action")
+                     and re.match(r"^(https?:)?//", value.strip(), re.IGNORECASE)]
+        assert elsewhere == [], path
+        assert any(a.get("src") == "/static/pages/site.js" for a, _ in page.scripts), path
+    overview = ParsedPage(registry.client.get("/").text)
+    assert any(a.get("src") == f"{VENDORED}/chart.umd.min.js" for a, _ in overview.scripts)
+
+
+def test_live_pages_name_their_stream_and_position_and_pause_in_the_past(
+    registry: Registry,
+) -> None:
+    sign_in(registry)
+    deal_id = registry.get("/v1/deals").json()["items"][0]["deal_id"]
+    position = registry.head()
+    for path in (*LIVE_PAGES, f"/deals/{deal_id}"):
+        html = registry.client.get(path).text
+        [main] = [a for tag, a in ParsedPage(html).elements if tag == "main"]
+        assert "data-live-page" in main and "data-live-paused" not in main, path
+        assert main["data-stream"] == "/v1/stream", path
+        assert main["data-poll"] == "/pages/latest.json", path
+        assert main["data-position"] == str(position), path
+        assert "Updates as events are recorded." in html, path
+        past = registry.client.get(path, params={"as_of": "2025-08-01"}).text
+        [main] = [a for tag, a in ParsedPage(past).elements if tag == "main"]
+        assert "data-live-paused" in main, path
+        assert "Live updates are paused while you look at the past." in past, path
+    assert registry.client.get("/pages/latest.json").json()["position"] == position
+
+    # A new pledge moves the page's position and its figures: what a refetch replaces.
+    before = ParsedPage(registry.client.get("/").text).island("chart-sector-data")
+    party = registry.get(f"/v1/deals/{deal_id}").json()["parties"][0]
+    assert registry.post(pledge("p-live", deal_id, party, "1000000", "2000000")
+                         ).status_code == 201
+    registry.get("/v1/deals", min_position=registry.head())
+    after_html = registry.client.get("/").text
+    [main] = [a for tag, a in ParsedPage(after_html).elements if tag == "main"]
+    assert main["data-position"] == str(registry.head()) != str(position)
+    assert ParsedPage(after_html).island("chart-sector-data") != before

@@ -6,6 +6,7 @@ downloads as CSV under its name.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -22,6 +23,8 @@ from services.projections.pages.display import (
     usd_sum,
 )
 from services.projections.pages.time_travel import TimeTravel
+from services.projections.read_model.chain_check import ChainCheck, check_chain
+from services.projections.read_model.past_lists import PastLists
 from services.projections.read_model.queries import Interval, ReadModelQueries, buckets
 from services.projections.read_model.tables import TotalsDimension
 
@@ -32,10 +35,11 @@ TOP_FIRMS = 10
 
 def totals(queries: ReadModelQueries, dimension: TotalsDimension, travel: TimeTravel
            ) -> list[dict[str, Any]]:
-    """The items of GET /v1/pledges/by-<dimension>, now or at the page's moment."""
+    """The items of GET /v1/pledges/by-<dimension>, now or at the page's moment (from the
+    ledger or the deals' history, as the API chooses: `pledge_totals_past`)."""
     if travel.past is None:
         return queries.pledge_totals(dimension)
-    return queries.pledge_totals_as_of(dimension, travel.past.bound)
+    return queries.pledge_totals_past(dimension, travel.past.bound, travel.position)
 
 
 def _usd_cells(item: dict[str, Any]) -> list[Any]:
@@ -103,7 +107,7 @@ def overview(queries: ReadModelQueries, travel: TimeTravel, auditor: bool) -> di
             "deals": queries.deals(limit=1).total,
             "firms": queries.firms(limit=1).total,
             "meetings": queries.meetings(limit=1).total,
-        },
+        } if travel.past is None else PastLists(queries.engine).counts(travel.past.bound),
         "grids": grids, "charts": charts, "over_time": growth,
     }
 
@@ -199,7 +203,10 @@ DEAL_FILTERS = ("sector", "format", "status", "party")
 
 def deal_list(queries: ReadModelQueries, travel: TimeTravel, filters: dict[str, str | None],
               page: int) -> dict[str, Any]:
-    found = queries.deals(**filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    offset = (page - 1) * PAGE_SIZE
+    found = queries.deals(**filters, limit=PAGE_SIZE, offset=offset) if travel.past is None \
+        else PastLists(queries.engine).deals(travel.past.bound, **filters, limit=PAGE_SIZE,
+                                              offset=offset)
     grid = Grid("deals", "Deals, newest first",
                 ("title", "sector", "format", "status", "parties", "proposed at", "events"),
                 numeric=frozenset({6}))
@@ -214,9 +221,11 @@ def deal_list(queries: ReadModelQueries, travel: TimeTravel, filters: dict[str, 
 
 
 def deal_page(queries: ReadModelQueries, travel: TimeTravel, deal_id: UUID,
-              events_page: int) -> dict[str, Any] | None:
-    """A deal now or at the page's moment, with its full history; None if unknown (or, in
-    the past, not yet proposed: `not_yet` then says so)."""
+              events_page: int, stored_hashes: StoredHashes | None = None
+              ) -> dict[str, Any] | None:
+    """A deal now or at the page's moment, with its full history and whether its hash chain
+    holds (recomputed from the log by `stored_hashes` where the registry is at hand); None
+    if unknown (or, in the past, not yet proposed: `deal` is then None)."""
     current = queries.deal(deal_id)
     if current is None:
         return None
@@ -266,7 +275,27 @@ def deal_page(queries: ReadModelQueries, travel: TimeTravel, deal_id: UUID,
     return {"deal": deal, "current": current,
             "grids": {"pledges": pledges, "agreements": agreements, "timeline": timeline,
                       "events": events},
-            "events_total": history.total}
+            "events_total": history.total, "chain": deal_chain(queries, deal_id, stored_hashes)}
+
+
+StoredHashes = Callable[[Iterable[int]], dict[int, str | None]]
+CHAIN_PAGE = 500
+
+
+def deal_chain(queries: ReadModelQueries, deal_id: UUID, stored_hashes: StoredHashes | None
+               ) -> ChainCheck:
+    """Whether the deal's whole history still forms its hash chain."""
+    events: list[dict[str, Any]] = []
+    while True:
+        page = queries.deal_events(deal_id, limit=CHAIN_PAGE, offset=len(events))
+        if page is None or not page.items:
+            break
+        events.extend(page.items)
+        if len(events) >= page.total:
+            break
+    recomputed = None if stored_hashes is None \
+        else stored_hashes([e["position"] for e in events])
+    return check_chain(events, recomputed)
 
 
 AGREEMENTS = frozenset({"tech_transfer_signed", "joint_venture_formed", "facility_announced"})
@@ -284,8 +313,10 @@ def _status_after(event_type: str, payload: dict[str, Any], before: str) -> str:
 
 def firm_list(queries: ReadModelQueries, travel: TimeTravel, country: str | None,
               kind: str | None, page: int) -> dict[str, Any]:
-    found = queries.firms(country=country, kind=kind, limit=PAGE_SIZE,
-                          offset=(page - 1) * PAGE_SIZE)
+    offset = (page - 1) * PAGE_SIZE
+    found = queries.firms(country=country, kind=kind, limit=PAGE_SIZE, offset=offset) \
+        if travel.past is None else PastLists(queries.engine).firms(
+            travel.past.bound, country=country, kind=kind, limit=PAGE_SIZE, offset=offset)
     pledged = {i["firm"]["code"]: i for i in totals(queries, TotalsDimension.FIRM, travel)}
     grid = Grid("firms", "Firms", ("code", "name", "country", "kind", "pledges", "USD low",
                                    "USD high"), numeric=frozenset({4, 5, 6}))
@@ -301,39 +332,53 @@ def firm_list(queries: ReadModelQueries, travel: TimeTravel, country: str | None
 
 
 def firm_page(queries: ReadModelQueries, travel: TimeTravel, code: str) -> dict[str, Any] | None:
-    found = [f for f in queries.firms(limit=500).items if f["code"] == code]
-    if not found:
+    """A firm with its deals and pledges, now or at the page's moment; None if unknown (or,
+    in the past, not yet registered: `firm` is then None and `current` says who it is)."""
+    known = [f for f in queries.firms(limit=500).items if f["code"] == code]
+    if not known:
         return None
-    deals = queries.deals(party=code, limit=500)
+    if travel.past is None:
+        firm: dict[str, Any] | None = known[0]
+        whole = [full for summary in queries.deals(party=code, limit=500).items
+                 if (full := queries.deal(UUID(summary["deal_id"]))) is not None]
+    else:
+        past = PastLists(queries.engine)
+        then = [f for f in past.firms(travel.past.bound, limit=500).items if f["code"] == code]
+        firm = then[0] if then else None
+        whole = past.deals_with_pledges(travel.past.bound, code) if firm else []
+    if firm is None:
+        return {"firm": None, "current": known[0], "grids": {}}
     deal_grid = Grid("deals", "Deals this firm is a party to",
                      ("title", "sector", "format", "status"))
-    pledge_grid = Grid("pledges", "This firm's pledges (current)",
+    pledge_grid = Grid("pledges", "This firm's pledges",
                        ("deal", "pledge", "status", "amount", "USD low", "USD high"),
                        numeric=frozenset({4, 5}))
-    for summary in deals.items:
+    for deal in whole:
         deal_grid.rows.append([
-            cell(summary["title"], summary["title"],
-                 travel.link(f"/deals/{summary['deal_id']}")),
-            summary["sector"], summary["format"], summary["status"]])
-        full = queries.deal(UUID(summary["deal_id"]))
-        for p in (full or {}).get("pledges", []):
+            cell(deal["title"], deal["title"], travel.link(f"/deals/{deal['deal_id']}")),
+            deal["sector"], deal["format"], deal["status"]])
+        for p in deal["pledges"]:
             if p["firm"]["code"] != code:
                 continue
             amount = p["amount"]
             pledge_grid.rows.append([
-                summary["title"], p["pledge_id"], p["status"],
+                deal["title"], p["pledge_id"], p["status"],
                 cell(money_text(amount["currency"], amount["low"], amount["high"]),
                      f"{amount['currency']} {amount['low']}-{amount['high']}"),
                 cell(grouped(p["usd"]["low"]), p["usd"]["low"]),
                 cell(grouped(p["usd"]["high"]), p["usd"]["high"])])
-    totals_now = [i for i in totals(queries, TotalsDimension.FIRM, travel)
-                  if i["firm"]["code"] == code]
-    return {"firm": found[0], "totals": totals_now[0] if totals_now else None,
+    totals_then = [i for i in totals(queries, TotalsDimension.FIRM, travel)
+                   if i["firm"]["code"] == code]
+    return {"firm": firm, "current": known[0],
+            "totals": totals_then[0] if totals_then else None,
             "grids": {"deals": deal_grid, "pledges": pledge_grid}}
 
 
-def meeting_list(queries: ReadModelQueries, page: int) -> dict[str, Any]:
-    found = queries.meetings(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+def meeting_list(queries: ReadModelQueries, travel: TimeTravel, page: int) -> dict[str, Any]:
+    offset = (page - 1) * PAGE_SIZE
+    found = queries.meetings(limit=PAGE_SIZE, offset=offset) if travel.past is None \
+        else PastLists(queries.engine).meetings(travel.past.bound, limit=PAGE_SIZE,
+                                                 offset=offset)
     grid = Grid("meetings", "Meetings, most recent first",
                 ("held", "title", "location", "closed door", "attendees", "government bodies",
                  "sectors"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,9 +41,19 @@ HERE = Path(__file__).parent
 STATIC_PATH = "/static/pages"
 # Mounted beside the pages in both modes (install_stream_api).
 STREAM_ROUTE = "/v1/stream"
+# What a live page polls for the log position where the event stream is not to be had.
+POLL_ROUTE = "/pages/latest.json"
 DEMO_RECHECK_SECONDS = 60.0
 NO_STORE = {"Cache-Control": "no-store"}
+# Pages load only their own files: scripts from /static (chart data comes as JSON islands,
+# which do not run), no inline script or style attribute, no other host.
+PAGE_POLICY = {"Content-Security-Policy": "default-src 'self'; script-src 'self'; "
+               "style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+               "object-src 'none'; base-uri 'none'; form-action 'self'; "
+               "frame-ancestors 'none'"}
 MAX_FORM_BYTES = 16_384
+# An export download is built in memory; larger ranges are the CLI's (dealreg audit export).
+MAX_EXPORT_EVENTS = 100_000
 # Query parameters the time-travel form replaces rather than carries along.
 NOT_KEPT = frozenset({"as_of", "recorded_as_of", "clock", "moment", "download", "page"})
 
@@ -55,6 +66,19 @@ class AuditDesk(Protocol):
 
     def checkpoint_list(self, limit: int) -> list[dict[str, Any]]:
         """Recorded checkpoints, oldest first, as `GET /v1/audit/checkpoints` lists them."""
+
+    def checkpoint_now(self) -> None:
+        """Record a checkpoint at the log's head (`POST /v1/audit/checkpoints`)."""
+
+    def latest_checkpointed_position(self) -> int | None:
+        """The last log position the newest checkpoint covers (None before any)."""
+
+    def export(self, first: int, last: int, proofs: bool) -> str:
+        """The offline-checkable NDJSON export of positions first..last (`dealreg audit
+        export`); raises ValueError, saying why, where the range cannot be exported."""
+
+    def stored_hashes(self, positions: Iterable[int]) -> dict[int, str | None]:
+        """By position, the hash recomputed from the stored event (None: no such event)."""
 
 
 class PageContext:
@@ -95,7 +119,8 @@ class PageContext:
         context = {
             "illustrative": self.illustrative(),
             "session": session, "travel": travel, "path": request.url.path,
-            "static": STATIC_PATH, "can_audit": session is not None
+            "static": STATIC_PATH, "stream": STREAM_ROUTE, "poll": POLL_ROUTE,
+            "can_audit": session is not None
             and session.principal.role in CAN_AUDIT,
             "download": lambda name: _with_param(request, "download", name),
             "keep": [(k, v) for k, v in request.query_params.multi_items()
@@ -103,7 +128,7 @@ class PageContext:
             **content,
         }
         return self.templates.TemplateResponse(request, template, context, status_code=status,
-                                               headers=NO_STORE)
+                                               headers={**NO_STORE, **PAGE_POLICY})
 
 
 def _with_param(request: Request, name: str, value: str) -> str:
@@ -213,12 +238,11 @@ def page_router(pages: PageContext) -> APIRouter:
         travel = travel_of(request)
         auditor = session.principal.role in CAN_AUDIT
         return pages.render(request, "overview.html", session, travel,
-                            stream=STREAM_ROUTE,
                             **screens.overview(queries, travel, auditor))
 
-    @router.get("/pages/latest.json")
+    @router.get(POLL_ROUTE)
     def latest(request: Request) -> Response:
-        """The overview's live list, for browsers without the event stream."""
+        """The log position (and the latest events) live pages poll without the stream."""
         session = keeper.session_of(request)
         if session is None:
             return JSONResponse({"signed_in": False}, status_code=401, headers=NO_STORE)
@@ -249,7 +273,8 @@ def page_router(pages: PageContext) -> APIRouter:
         except ValueError:
             wanted = None
         content = None if wanted is None else screens.deal_page(
-            queries, travel, wanted, page_number(request))
+            queries, travel, wanted, page_number(request),
+            None if pages.audit is None else pages.audit.stored_hashes)
         if content is None:
             return pages.render(request, "missing.html", session, travel, status=404,
                                 what=f"No deal {deal_id}.")
@@ -287,7 +312,7 @@ def page_router(pages: PageContext) -> APIRouter:
             return session
         travel = travel_of(request)
         return pages.render(request, "meetings.html", session, travel,
-                            **screens.meeting_list(queries, page_number(request)))
+                            **screens.meeting_list(queries, travel, page_number(request)))
 
     # -- the audit console ---------------------------------------------------------------
 
@@ -319,10 +344,41 @@ def page_router(pages: PageContext) -> APIRouter:
             filters={"recorded_by": recorded_by or "", "from": params.get("from") or "",
                      "to": params.get("to") or ""}, problem=problem,
             verification=pages.app.state.page_verification,
-            registry_here=pages.audit is not None)
+            registry_here=pages.audit is not None,
+            export_to=None if pages.audit is None
+            else await run_in_threadpool(pages.audit.latest_checkpointed_position))
 
-    @router.post("/audit/verify")
-    async def verify(request: Request) -> Response:
+    @router.get("/audit/export")
+    async def export(request: Request) -> Response:
+        session = await run_in_threadpool(signed_in, request)
+        if isinstance(session, Response):
+            return session
+        if session.principal.role not in CAN_AUDIT:
+            travel = await run_in_threadpool(travel_of, request)
+            return pages.render(request, "forbidden.html", session, travel, status=403)
+        if pages.audit is None:
+            return HTMLResponse("The export is served by the registry service "
+                                "(dealreg audit export).", status_code=404, headers=NO_STORE)
+        params = request.query_params
+        first, last = params.get("from", ""), params.get("to", "")
+        if not (first.isdigit() and last.isdigit() and len(first) <= 12 and len(last) <= 12):
+            return _export_refused("from and to: log positions, whole numbers",
+                                   rule="position")
+        if int(last) - int(first) >= MAX_EXPORT_EVENTS:
+            return _export_refused(f"at most {MAX_EXPORT_EVENTS:,} positions per download; "
+                                   "dealreg audit export writes any range", field="to",
+                                   rule="max_range")
+        try:
+            body = await run_in_threadpool(pages.audit.export, int(first), int(last),
+                                           params.get("proofs") == "1")
+        except ValueError as refused:
+            return _export_refused(str(refused))
+        return Response(body, media_type="application/x-ndjson; charset=utf-8", headers={
+            **NO_STORE, "Content-Disposition":
+            f'attachment; filename="dealreg-export-{int(first)}-{int(last)}.ndjson"'})
+
+    async def console_form(request: Request) -> tuple[Session, AuditDesk] | Response:
+        """The signed-in auditor posting one of the console's forms, or the refusal."""
         session = await run_in_threadpool(keeper.session_of, request)
         form = await form_of(request)
         if session is None:
@@ -333,9 +389,25 @@ def page_router(pages: PageContext) -> APIRouter:
         if session.principal.role not in CAN_AUDIT:
             return HTMLResponse("Auditor or admin keys only.", status_code=403, headers=NO_STORE)
         if pages.audit is None:
-            return HTMLResponse("Verification is served by the registry service.",
+            return HTMLResponse("The registry's log is served by the registry service.",
                                 status_code=404, headers=NO_STORE)
-        report = await run_in_threadpool(pages.audit.verify)
+        return session, pages.audit
+
+    @router.post("/audit/checkpoint")
+    async def checkpoint(request: Request) -> Response:
+        allowed = await console_form(request)
+        if isinstance(allowed, Response):
+            return allowed
+        await run_in_threadpool(allowed[1].checkpoint_now)
+        return RedirectResponse("/audit#h-export", status_code=303)
+
+    @router.post("/audit/verify")
+    async def verify(request: Request) -> Response:
+        allowed = await console_form(request)
+        if isinstance(allowed, Response):
+            return allowed
+        session, desk = allowed
+        report = await run_in_threadpool(desk.verify)
         pages.app.state.page_verification = {
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "by": session.principal.name, "report": report}
@@ -358,6 +430,12 @@ def _recorded_window(since: str | None, until: str | None
         except ApiError as refused:
             return None, None, refused.message
     return bounds[0], bounds[1], None
+
+
+def _export_refused(why: str, field: str = "from", rule: str = "exportable_range"
+                    ) -> Response:
+    refused = ApiError(422, "export_refused", f"cannot export: {why}", field=field, rule=rule)
+    return JSONResponse(refused.body(), status_code=422, headers=NO_STORE)
 
 
 async def _checkpoints(audit: AuditDesk | None) -> Grid | None:

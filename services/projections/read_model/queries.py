@@ -57,7 +57,9 @@ from services.projections.read_model.views import (
     Columns,
     deal_summary,
     deal_view,
+    firm_view,
     iso,
+    meeting_view,
     money_range,
     totals_items,
 )
@@ -412,7 +414,7 @@ class ReadModelQueries:
         with self.engine.connect() as conn:
             total = _count(conn, query)
             rows = conn.execute(query.order_by(firms.c.code).limit(limit).offset(offset)).all()
-        return Page([_firm_view(row) for row in rows], total)
+        return Page([firm_view(row._mapping) for row in rows], total)
 
     def meetings(self, limit: int = 50, offset: int = 0) -> Page:
         """Meetings, most recent first."""
@@ -423,7 +425,7 @@ class ReadModelQueries:
                 query.order_by(meetings.c.occurred_at.desc(), meetings.c.position.desc())
                 .limit(limit).offset(offset)
             ).all()
-        return Page([_meeting_view(row) for row in rows], total)
+        return Page([meeting_view(row._mapping) for row in rows], total)
 
 
 def _tree_sums(conn: Connection, dimension: TotalsDimension, day: date
@@ -630,30 +632,4 @@ def recorded_view(row: Row[Any]) -> dict[str, Any]:
         "recorded_at": iso(row.recorded_at),
         "recorded_by": row.recorded_by,
         "hash": row.hash,
-    }
-
-
-def _firm_view(row: Row[Any]) -> dict[str, Any]:
-    return {
-        "firm_id": str(row.firm_id),
-        "code": row.code,
-        "name": row.name,
-        "country": row.country,
-        "kind": row.kind,
-        "registered_at": iso(row.registered_at),
-    }
-
-
-def _meeting_view(row: Row[Any]) -> dict[str, Any]:
-    return {
-        "meeting_id": str(row.meeting_id),
-        "title": row.title,
-        "location": row.location,
-        "closed_door": row.closed_door,
-        "attendees": row.attendees,
-        "government_bodies": row.government_bodies,
-        "sectors": row.sectors,
-        "summary": row.summary,
-        "occurred_at": iso(row.occurred_at),
-        "recorded_at": iso(row.recorded_at),
     }

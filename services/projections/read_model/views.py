@@ -54,6 +54,34 @@ def deal_summary(deal: Columns) -> dict[str, Any]:
     }
 
 
+def firm_view(firm: Columns) -> dict[str, Any]:
+    """A registered firm, from the columns of rm_firms."""
+    return {
+        "firm_id": str(firm["firm_id"]),
+        "code": firm["code"],
+        "name": firm["name"],
+        "country": firm["country"],
+        "kind": firm["kind"],
+        "registered_at": iso(firm["registered_at"]),
+    }
+
+
+def meeting_view(meeting: Columns) -> dict[str, Any]:
+    """A meeting, from the columns of rm_meetings."""
+    return {
+        "meeting_id": str(meeting["meeting_id"]),
+        "title": meeting["title"],
+        "location": meeting["location"],
+        "closed_door": meeting["closed_door"],
+        "attendees": meeting["attendees"],
+        "government_bodies": meeting["government_bodies"],
+        "sectors": meeting["sectors"],
+        "summary": meeting["summary"],
+        "occurred_at": iso(meeting["occurred_at"]),
+        "recorded_at": iso(meeting["recorded_at"]),
+    }
+
+
 def deal_view(deal: Columns, pledges: Sequence[Columns],
               firm_names: Mapping[str, str]) -> dict[str, Any]:
     """A deal with its agreements and all its pledges (withdrawn too), in the order made."""

@@ -1,13 +1,18 @@
 """The registry's audit work for a caller in the same process (the embedded dashboard's
-console): the same reports as `GET /v1/audit/verify` and `GET /v1/audit/checkpoints`."""
+console): the same reports as `GET /v1/audit/verify` and `GET /v1/audit/checkpoints`, the
+export `dealreg audit export` writes, and the stored hashes of chosen events."""
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from services.registry.adapters.event_store import DealRegistryStore
-from services.registry.audit.checkpoints import CheckpointStore
+from services.registry.audit.checkpoints import CheckpointStore, take_checkpoint
+from services.registry.audit.export import export_events
+from services.registry.audit.logged_events import logged_event
 from services.registry.audit.verification import verify_log
 
 
@@ -22,3 +27,28 @@ class RegistryAuditDesk:
     def checkpoint_list(self, limit: int) -> list[dict[str, Any]]:
         recorded, _ = self.checkpoints.page(limit, 0)
         return [checkpoint.as_dict() for checkpoint in recorded]
+
+    def checkpoint_now(self) -> None:
+        """Record a checkpoint at the log's head, as `POST /v1/audit/checkpoints` does."""
+        take_checkpoint(self.store, self.checkpoints, "on_demand")
+
+    def latest_checkpointed_position(self) -> int | None:
+        latest = self.checkpoints.latest()
+        return None if latest is None else latest.last_position
+
+    def export(self, first: int, last: int, proofs: bool) -> str:
+        """The NDJSON export of positions first..last; raises ExportRefused (its message
+        says why) where the range cannot be exported."""
+        out = io.StringIO()
+        export_events(self.store, self.checkpoints, first, last, out, proofs=proofs)
+        return out.getvalue()
+
+    def stored_hashes(self, positions: Iterable[int]) -> dict[int, str | None]:
+        """By position, the hash recomputed from the event stored there now (None where the
+        log holds no event at that position)."""
+        hashes: dict[int, str | None] = {}
+        for position in positions:
+            page = self.store.read_log(position - 1, 1)
+            found = page[0] if page and page[0].id == position else None
+            hashes[position] = None if found is None else logged_event(self.store, found).event_hash
+        return hashes

@@ -24,7 +24,7 @@ from services.registry.domain.recorded import GENESIS_HASH, event_hash
 EXPORT_FORMAT = "dealreg-audit-export/1"
 
 
-class ExportRefused(Exception):
+class ExportRefused(ValueError):
     """The range cannot be exported as asked; the message says why."""
 
 
