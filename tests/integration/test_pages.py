@@ -9,7 +9,6 @@ import io
 import json
 import re
 import tomllib
-from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
 from fnmatch import fnmatch
@@ -29,13 +28,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    running = Registry(Settings(data_dir=tmp_path / "data"))
-    for body in scenario():
-        assert running.post(body).status_code == 201
-    running.get("/v1/deals", min_position=running.head())
-    yield running
-    running.close()
+def registry(scenario_registry: Registry) -> Registry:
+    return scenario_registry
 
 
 def csrf_of(html: str) -> str:

@@ -6,15 +6,11 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from services.demo.scenario import scenario
 from services.registry.audit.export import verify_export
 from services.shared.api_keys import Role
-from services.shared.settings import Settings
 from tests.integration.test_http_api import Registry
 from tests.integration.test_pages import csrf_of, sign_in
 
@@ -27,13 +23,8 @@ AFTER_TWO_DEALS = "2025-06-06"
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    running = Registry(Settings(data_dir=tmp_path / "data"))
-    for body in scenario():
-        assert running.post(body).status_code == 201
-    running.get("/v1/deals", min_position=running.head())
-    yield running
-    running.close()
+def registry(scenario_registry: Registry) -> Registry:
+    return scenario_registry
 
 
 def rows_of(html: str, table: str) -> list[str]:
