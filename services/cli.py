@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from services.shared.api_keys import ApiKeyStore, Role
+from services.shared.api_keys import (
+    DEFAULT_GRACE,
+    ApiKeyStore,
+    KeyRecord,
+    KeyRefused,
+    Role,
+    cli_actor,
+)
 from services.shared.database import DependencyUnavailable, check_reachable, create_sql_engine
 from services.shared.settings import Settings, load_settings
 
@@ -32,14 +42,14 @@ def _key_store(settings: Settings) -> ApiKeyStore:
 def _serve(app: Any, args: argparse.Namespace, what: str) -> int:
     import gc
 
-    import uvicorn
+    from services.shared.http_server import serve
 
     print(f"{what} on http://{args.host}:{args.port} (docs at /docs)", flush=True)
     # What is loaded by now (modules, the app, its schemas) lives as long as the process:
     # frozen, full collections stop walking it, which were the slow reads' pauses
     # (bench/over_time.py: 20-40 ms each at a million events).
     gc.freeze()
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None)
+    serve(app, args.host, args.port)
     return 0
 
 
@@ -241,19 +251,114 @@ def cmd_up(args: argparse.Namespace) -> int:
     if keys.count() == 0:
         print("New registry: one API key per role (shown once, store them now):")
         for role in Role:
-            print(f"  {role.value:8} {keys.create(f'initial-{role.value}', role)}")
+            key = keys.create(f"initial-{role.value}", role, actor=cli_actor())
+            print(f"  {role.value:8} {key}")
         sys.stdout.flush()
     return _serve(create_embedded_app(settings), args, "Deal Registry")
 
 
+DURATION = re.compile(r"(0|[1-9][0-9]{0,5})([smhd])")
+DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def duration(text: str) -> timedelta:
+    """`30d`, `12h`, `15m`, `90s`: an argparse type."""
+    matched = DURATION.fullmatch(text.strip())
+    if matched is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30d, 12h or 15m")
+    return timedelta(**{DURATION_UNITS[matched[2]]: int(matched[1])})
+
+
+def expiry(text: str) -> datetime:
+    """`--expires`: a date (the key stops at its start, UTC) or a duration from now."""
+    try:
+        return datetime.combine(date.fromisoformat(text.strip()), datetime.min.time(), UTC)
+    except ValueError:
+        pass
+    try:
+        return datetime.now(UTC) + duration(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a date (2026-12-31) nor a duration (30d)") from None
+
+
+def _key_change(change: Any) -> Any:
+    """Run a key store change; None (after saying why on stderr) if the store refused it."""
+    try:
+        return change()
+    except KeyRefused as refused:
+        print(f"error: {refused.message} ({refused.field}: {refused.rule})", file=sys.stderr)
+        return None
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.isoformat(timespec="seconds")
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
     keys = _key_store(_settings(args))
-    if keys.name_taken(args.name):
-        print(f"error: a key named {args.name!r} exists already", file=sys.stderr)
+    key = _key_change(lambda: keys.create(args.name, Role(args.role), args.firm or (),
+                                          args.expires, actor=cli_actor()))
+    if key is None:
         return 2
-    key = keys.create(args.name, Role(args.role))
-    print(f"created {args.role} key {args.name!r}; it is shown only once:")
+    record = keys.key(args.name)
+    bound = f" for {', '.join(record.firms)}" if record.firms else ""
+    until = f", expires {_when(record.expires_at)}" if record.expires_at else ""
+    print(f"created {args.role} key {args.name!r}{bound}{until}; it is shown only once:")
     print(key)
+    return 0
+
+
+def _listed(record: KeyRecord, now: datetime) -> dict[str, Any]:
+    listed = record.as_dict(now)
+    return {name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in listed.items()}
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    keys = _key_store(_settings(args))
+    now = datetime.now(UTC)
+    records, _ = keys.keys(limit=10**9, offset=0)
+    if args.json:
+        print(json.dumps([_listed(record, now) for record in records], indent=2))
+        return 0
+    print(f"{'name':24} {'role':8} {'state':8} {'created':25} {'expires':25} "
+          f"{'last used':25} firms")
+    for record in records:
+        print(f"{record.name:24} {record.role.value:8} {record.state(now).value:8} "
+              f"{_when(record.created_at):25} {_when(record.expires_at):25} "
+              f"{_when(record.last_used_at):25} {','.join(record.firms) or '-'}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    keys = _key_store(_settings(args))
+    record = _key_change(lambda: keys.revoke(args.name, actor=cli_actor()))
+    if record is None:
+        return 2
+    print(f"revoked key {args.name!r}: every instance refuses it within "
+          f"{keys.cache_seconds:g} s")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    keys = _key_store(_settings(args))
+    key = _key_change(lambda: keys.rotate(args.name, cli_actor(), args.grace, args.expires))
+    if key is None:
+        return 2
+    record = keys.key(args.name)
+    print(f"rotated key {args.name!r}; the old key works until "
+          f"{_when(record.previous_valid_until)}. The new key is shown only once:")
+    print(key)
+    return 0
+
+
+def cmd_keys_bind(args: argparse.Namespace) -> int:
+    keys = _key_store(_settings(args))
+    record = _key_change(lambda: keys.bind_firms(args.name, args.firm or (), actor=cli_actor()))
+    if record is None:
+        return 2
+    print(f"key {args.name!r} speaks for {', '.join(record.firms) or 'no firm'}")
     return 0
 
 
@@ -446,6 +551,40 @@ def _add_republish(relay: argparse.ArgumentParser) -> None:
     republish.set_defaults(run=cmd_relay_republish)
 
 
+def _add_keys(commands: Any) -> None:
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    firm_help = "a firm code the key speaks for (repeat for several)"
+    create = key_commands.add_parser("create", help="create a key; prints it on the last line")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--name", required=True, help="the principal recorded on its events")
+    create.add_argument("--firm", action="append", help=firm_help)
+    create.add_argument("--expires", type=expiry,
+                        help="a date (the key stops at its start, UTC) or a duration: 30d")
+    create.set_defaults(run=cmd_keys_create)
+    listing = key_commands.add_parser(
+        "list", help="every key: role, firms, state, created, expires, last used (never the key)")
+    listing.add_argument("--json", action="store_true", help="print the keys as JSON")
+    listing.set_defaults(run=cmd_keys_list)
+    revoke = key_commands.add_parser("revoke", help="end a key for good")
+    revoke.set_defaults(run=cmd_keys_revoke)
+    rotate = key_commands.add_parser(
+        "rotate", help="replace a key; prints the new one; the old one works for --grace")
+    rotate.add_argument("--grace", type=duration, default=DEFAULT_GRACE,
+                        help="how long the old key keeps working: 1h (default), 0s, 7d")
+    rotate.add_argument("--expires", type=expiry,
+                        help="a new expiry (renews an expired key); else the key keeps its own")
+    rotate.set_defaults(run=cmd_keys_rotate)
+    bind = key_commands.add_parser(
+        "bind", help="set the firms a key speaks for (how older keys gain theirs)")
+    bind.add_argument("--firm", action="append", required=True, help=firm_help)
+    bind.set_defaults(run=cmd_keys_bind)
+    for command in (revoke, rotate, bind):
+        command.add_argument("name", help="the key's name")
+    for command in (create, listing, revoke, rotate, bind):
+        command.add_argument("--data-dir", help="folder for SQLite files (DEALREG_DATA_DIR)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dealreg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -472,13 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "relay":
             _add_republish(service)
 
-    keys = commands.add_parser("keys", help="manage API keys")
-    key_commands = keys.add_subparsers(dest="keys_command", required=True)
-    create = key_commands.add_parser("create", help="create a key; prints it on the last line")
-    create.add_argument("--role", required=True, choices=[r.value for r in Role])
-    create.add_argument("--name", required=True, help="the principal recorded on its events")
-    create.add_argument("--data-dir", help="folder for SQLite files (DEALREG_DATA_DIR)")
-    create.set_defaults(run=cmd_keys_create)
+    _add_keys(commands)
 
     topics = commands.add_parser("topics", help="manage the Kafka topics")
     topic_commands = topics.add_subparsers(dest="topics_command", required=True)

@@ -27,6 +27,7 @@ from services.registry.audit.desk import RegistryAuditDesk
 from services.shared.api_keys import ApiKeyStore
 from services.shared.database import create_sql_engine
 from services.shared.http_basics import HttpMetrics
+from services.shared.key_admin_routes import install_key_admin_api
 from services.shared.service_app import create_service_app
 from services.shared.settings import Settings
 
@@ -82,4 +83,5 @@ def create_embedded_app(settings: Settings) -> FastAPI:
     install_pages(app, queries, key_store, metrics, RegistryAuditDesk(
         app.state.audit_event_store, app.state.audit_checkpoints))
     install_parked_api(app, projector, metrics, reread_from_log(store))
+    install_key_admin_api(app, key_store)
     return app

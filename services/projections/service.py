@@ -28,6 +28,7 @@ from services.shared.api_keys import ApiKeyStore
 from services.shared.broker_health import BrokerWatch
 from services.shared.database import check_reachable, create_sql_engine
 from services.shared.http_basics import HttpMetrics
+from services.shared.key_admin_routes import install_key_admin_api
 from services.shared.service_app import create_service_app, running_in_background
 from services.shared.settings import Settings
 
@@ -114,5 +115,6 @@ def create_projection_app(settings: Settings) -> FastAPI:
     # The projections may not import the registry, so a retry here cannot re-read the log:
     # an untranslatable event is retried by `dealreg projections parked retry`, which can.
     install_parked_api(app, projector, metrics)
+    install_key_admin_api(app, key_store)
     app.state.consumer = consumer
     return app

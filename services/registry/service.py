@@ -14,6 +14,7 @@ from services.registry.application.handlers import RecordingService
 from services.shared.api_keys import ApiKeyStore
 from services.shared.database import check_reachable, create_sql_engine
 from services.shared.http_basics import HttpMetrics
+from services.shared.key_admin_routes import install_key_admin_api
 from services.shared.service_app import create_service_app
 from services.shared.settings import Settings
 
@@ -42,4 +43,5 @@ def create_registry_app(settings: Settings) -> FastAPI:
     app = create_service_app("Deal Registry: write API", DESCRIPTION, settings, metrics,
                              {"event_store": store.head_position}, lifespan)
     install_write_api(app, recording_service, key_store, metrics)
+    install_key_admin_api(app, key_store)
     return app

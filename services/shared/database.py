@@ -55,17 +55,23 @@ def check_reachable(engine: Engine, what: str) -> None:
 
 def upgrade_columns(engine: Engine, table: Table, retired: tuple[str, ...] = ()) -> None:
     """Bring an existing table's columns in line with `table`: add the columns it lacks
-    (each new column has a server default, so existing rows get a value) and drop the
-    `retired` ones still there. `create_all` makes missing tables but never alters one."""
+    (each new column has a server default, so existing rows get a value, or is nullable,
+    so existing rows hold NULL) and drop the `retired` ones still there. `create_all`
+    makes missing tables but never alters one."""
     existing = {column["name"] for column in inspect(engine).get_columns(table.name)}
     with engine.begin() as conn:
         for column in table.columns:
             if column.name in existing:
                 continue
-            if column.server_default is None:
-                raise ValueError(f"cannot add {table.name}.{column.name}: it has no default")
-            default = column.server_default.arg  # type: ignore[attr-defined]
             kind = column.type.compile(dialect=conn.dialect)
+            if column.server_default is None:
+                if not column.nullable:
+                    raise ValueError(f"cannot add {table.name}.{column.name}: it has no "
+                                     "default and is not nullable")
+                conn.exec_driver_sql(
+                    f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+                continue
+            default = column.server_default.arg  # type: ignore[attr-defined]
             conn.exec_driver_sql(
                 f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind} '
                 f"NOT NULL DEFAULT {default}")

@@ -43,6 +43,8 @@ class ApiError(Exception):
         self.field = field
         self.rule = rule
         self.extra = extra
+        # Headers the answer carries besides the body (Retry-After), set by whoever raises.
+        self.headers: dict[str, str] | None = None
 
     def body(self) -> dict[str, Any]:
         return error_body(self.status, self.code, self.message, field=self.field,
@@ -85,15 +87,27 @@ STATUS_MEANINGS: dict[int, str] = {
     413: "The body is larger than the service accepts",
     415: "The body is not JSON (send Content-Type: application/json)",
     422: "The request breaks a rule; the body names the field and the rule",
-    431: "The request's headers are too large",
+    429: "Too many failed authentications from this address; retry after Retry-After seconds",
+    431: "The request's headers are too large, or too many",
     503: "A dependency (database, broker) is unavailable; retry later",
 }
 
 
+RETRY_AFTER = {"Retry-After": {"description": "Seconds until the address may try a key again",
+                               "schema": {"type": "integer", "minimum": 1}}}
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for these statuses, each with the one error body."""
-    return {status: {"model": ErrorBody, "description": STATUS_MEANINGS[status]}
-            for status in statuses}
+    """OpenAPI `responses` for these statuses, each with the one error body. Wherever a key
+    is checked (401), an address that failed too often is refused first (429)."""
+    if 401 in statuses:
+        statuses = (*statuses, 429)
+    responses: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorBody, "description": STATUS_MEANINGS[status]}
+        for status in statuses}
+    if 429 in responses:
+        responses[429]["headers"] = RETRY_AFTER
+    return responses
 
 
 def error_body(
@@ -147,7 +161,7 @@ def validation_error(errors: Any) -> ApiError:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""What every service's HTTP side shares: a body size limit, request logs, metrics."""
+"""What every service's HTTP side shares: header and body limits, security headers, request
+logs, refusal logs and metrics."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import logging
 import time
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -16,19 +17,26 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.shared.api_keys import CAN_AUDIT, key_store_of, require_role
 from services.shared.errors import UNEXPECTED_STATUS, error_body
+from services.shared.refusals import RefusalLog, RefusalObserver
+from services.shared.settings import Settings
 
 log = logging.getLogger("dealreg.http")
 
 
 # Headers of more than this (names and values) are refused with 431, below the HTTP server's
-# own limit, so the refusal is ours: JSON, counted and logged.
+# own limit (services.shared.http_server), so the refusal is ours: JSON, counted and logged.
 MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADER_COUNT = 100
+# "Bearer " and a key are 54 bytes; nothing longer can be one, so it is not even looked at.
+MAX_AUTHORIZATION_BYTES = 256
 
 
 class RequestSizeLimits:
-    """Refuses headers over MAX_HEADER_BYTES (431) and bodies over `max_bytes` (413) before
-    any route parses them."""
+    """Refuses more than MAX_HEADER_COUNT headers, more than MAX_HEADER_BYTES of them, an
+    Authorization header over MAX_AUTHORIZATION_BYTES (431) and bodies over `max_bytes` (413)
+    before any route parses them."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -38,9 +46,21 @@ class RequestSizeLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
+        headers = scope["headers"]
+        if len(headers) > MAX_HEADER_COUNT:
+            await _refuse(send, 431, "headers_too_large",
+                          f"more than {MAX_HEADER_COUNT} request headers", "headers",
+                          "max_count")
+            return
+        if sum(len(name) + len(value) for name, value in headers) > MAX_HEADER_BYTES:
             await _refuse(send, 431, "headers_too_large",
                           f"request headers exceed {MAX_HEADER_BYTES} bytes", "headers")
+            return
+        if any(name == b"authorization" and len(value) > MAX_AUTHORIZATION_BYTES
+               for name, value in headers):
+            await _refuse(send, 431, "headers_too_large",
+                          f"the Authorization header exceeds {MAX_AUTHORIZATION_BYTES} bytes",
+                          "Authorization")
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
@@ -77,8 +97,9 @@ class RequestSizeLimits:
                       f"request body exceeds {self.max_bytes} bytes", "body")
 
 
-async def _refuse(send: Send, status: int, code: str, message: str, field: str) -> None:
-    payload = json.dumps(error_body(status, code, message, field=field, rule="max_bytes")).encode()
+async def _refuse(send: Send, status: int, code: str, message: str, field: str,
+                  rule: str = "max_bytes") -> None:
+    payload = json.dumps(error_body(status, code, message, field=field, rule=rule)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(payload)).encode())]})
@@ -97,6 +118,10 @@ class HttpMetrics:
         self.latency = Histogram(
             "dealreg_http_request_seconds", "HTTP request latency", ["route"],
             registry=self.registry,
+        )
+        self.refusals = Counter(
+            "dealreg_refusals", "Refused authentications and writes (requests and batch "
+            "items), by error code and rule", ["code", "rule"], registry=self.registry,
         )
 
     def render(self) -> Response:
@@ -139,11 +164,54 @@ class RequestObserver:
                     "ms": round(elapsed * 1000, 2)}})
 
 
-def install_http_basics(app: FastAPI, max_body_bytes: int, metrics: HttpMetrics) -> None:
-    # Added last, so outermost: a refused oversized body is still counted and logged.
-    app.add_middleware(RequestSizeLimits, max_bytes=max_body_bytes)
-    app.add_middleware(RequestObserver, metrics=metrics)
+class SecurityHeaders:
+    """Adds to every answer what browsers need to treat it safely: no MIME sniffing, no
+    referrer, no framing, and no caching unless the answer chose its own Cache-Control
+    (static files under /static may be cached)."""
 
-    @app.get("/metrics", include_in_schema=False)
-    def metrics_endpoint() -> Response:
-        return metrics.render()
+    ALWAYS = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+              (b"x-frame-options", b"DENY"))
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cacheable = scope["path"].startswith("/static")
+
+        async def secured_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in self.ALWAYS if h[0] not in present)
+                if b"cache-control" not in present and not cacheable:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, secured_send)
+
+
+def install_http_basics(app: FastAPI, settings: Settings, metrics: HttpMetrics) -> None:
+    app.state.refusals = RefusalLog(metrics.refusals)
+    # Added in this order, so outermost first: security headers and the request log see every
+    # answer; the refusal log sees the size limits' 413 and 431.
+    app.add_middleware(RequestSizeLimits, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RefusalObserver, refusals=app.state.refusals)
+    app.add_middleware(RequestObserver, metrics=metrics)
+    app.add_middleware(SecurityHeaders)
+    install_metrics_endpoint(app, settings, metrics)
+
+
+def install_metrics_endpoint(app: FastAPI, settings: Settings, metrics: HttpMetrics) -> None:
+    """/metrics as `settings.metrics` says: open, for auditor and admin keys, or absent."""
+    if settings.metrics == "off":
+        return
+    if settings.metrics == "public":
+        app.add_api_route("/metrics", metrics.render, include_in_schema=False)
+        return
+    # Every service keeps its key store at app.state.api_keys (key_store_of).
+    app.add_api_route("/metrics", metrics.render, include_in_schema=False,
+                      dependencies=[Depends(require_role(key_store_of, CAN_AUDIT))])

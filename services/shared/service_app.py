@@ -61,13 +61,18 @@ def create_service_app(
     `report` names facts that `/readyz` adds to its body without changing its status (e.g.
     `parked_events`: how many events the read model could not apply); a fact that cannot
     be read is reported as null."""
-    # /docs from the package's own copy of Swagger UI: FastAPI's default loads it from a CDN,
-    # which a registry inside a closed network cannot reach.
-    app = FastAPIOffline(title=title, version="0.1.0", description=description,
-                         lifespan=lifespan, swagger_ui_parameters=SWAGGER_UI)
+    app: FastAPI
+    if settings.docs == "on":
+        # /docs from the package's own copy of Swagger UI: FastAPI's default loads it from a
+        # CDN, which a registry inside a closed network cannot reach.
+        app = FastAPIOffline(title=title, version="0.1.0", description=description,
+                             lifespan=lifespan, swagger_ui_parameters=SWAGGER_UI)
+    else:
+        app = FastAPI(title=title, version="0.1.0", description=description,
+                      lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     install_error_handlers(app)
-    install_http_basics(app, settings.max_body_bytes, metrics)
+    install_http_basics(app, settings, metrics)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

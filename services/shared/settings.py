@@ -57,6 +57,30 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
 
+    # Abuse limits and exposure (README: "Abuse limits"). In production: metrics "key" (or
+    # "off" with the scrape behind the proxy), docs "off" unless partners need /docs.
+    auth_failures_per_minute: int = Field(
+        default=20, ge=1, le=10_000,
+        description="Failed authentications an address may make at once, and then per minute, "
+        "before its requests are refused with 429 whatever key they carry",
+    )
+    auth_throttle_max_addresses: int = Field(
+        default=50_000, ge=1, description="Addresses the throttle tracks at most (memory bound)",
+    )
+    client_address_header: str | None = Field(
+        default=None, max_length=100,
+        description="Header a trusted reverse proxy sets to the client's address (its last "
+        "entry is used, e.g. X-Forwarded-For); unset, the TCP peer is the client. Set it only "
+        "behind a proxy that overwrites the header, or any client can name its own address",
+    )
+    metrics: Literal["public", "key", "off"] = Field(
+        default="public",
+        description="/metrics open to all, for an auditor or admin key only, or not served",
+    )
+    docs: Literal["on", "off"] = Field(
+        default="on", description="Serve /docs, /redoc and /openapi.json",
+    )
+
     # Distributed mode: relay and projection service.
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="host:port[,host:port]")
     kafka_topic: str = Field(default="dealregistry.events.v1", min_length=1, max_length=200)

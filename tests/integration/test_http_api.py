@@ -164,8 +164,11 @@ class HttpContract(EmbeddedAppContract):
         body = firm("f-1", "lohum")
         assert registry.client.post("/v1/events", json=body).status_code == 401
         bad = registry.client.post("/v1/events", json=body,
-                                   headers={"Authorization": "Bearer drk_nope"})
+                                   headers={"Authorization": f"Bearer drk_{'n' * 43}"})
         assert bad.status_code == 401 and bad.json()["error"]["rule"] == "known_key"
+        malformed = registry.client.post("/v1/events", json=body,
+                                         headers={"Authorization": "Bearer drk_nope"})
+        assert malformed.status_code == 401 and malformed.json()["error"]["rule"] == "key_format"
         assert registry.post(body, role=Role.READER).status_code == 403
         assert registry.client.get("/v1/pledges/by-sector").status_code == 401
         assert registry.get("/v1/pledges/by-sector", role=Role.AUDITOR).status_code == 200
@@ -176,7 +179,8 @@ class HttpContract(EmbeddedAppContract):
         body["recorded_by"] = "someone-else"
         assert registry.post(body).status_code == 422  # unknown fields are refused
         receipt = registry.post(pledge("p-1", jv, "mitsui-co", "1", "2")).json()
-        events = registry.get(f"/v1/deals/{jv}/events", min_position=receipt["position"]).json()
+        events = registry.client.get(f"/v1/deals/{jv}/events", headers=registry.headers(
+            Role.AUDITOR), params={"min_position": receipt["position"]}).json()
         assert {e["recorded_by"] for e in events["items"]} == {receipt["recorded_by"]}
 
     def test_malformed_and_oversized_bodies(self, registry: Registry) -> None:

@@ -3,8 +3,9 @@
 The cookie holds the key's SHA-256 digest (what the key store keeps anyway), never the key,
 and a random CSRF token; itsdangerous signs it with a secret kept in the key store's
 database, so every instance of the read API accepts the cookies of the others and a restart
-signs nobody out. Each request looks the digest up again, so a key deleted from the store
-ends its sessions at once; deleting the secret's row ends every session.
+signs nobody out. Each request looks the digest up again, so a key revoked, expired or
+deleted from the store ends its sessions at once; deleting the secret's row ends every
+session.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import Column, DateTime, Engine, LargeBinary, MetaData, String, Table, select
 from sqlalchemy.exc import IntegrityError
 
-from services.shared.api_keys import ApiKeyStore, Principal, Role, api_keys, digest
+from services.shared.api_keys import ApiKeyStore, Principal, digest
 
 SESSION_COOKIE = "dealreg_session"
 SIGN_IN_COOKIE = "dealreg_sign_in"
@@ -139,11 +140,9 @@ class SessionKeeper:
 
     def principal_of_digest(self, key_digest: str) -> Principal | None:
         """Looked up on every call, not remembered as ApiKeyStore.resolve does: a page view
-        is rare next to API calls, and a deleted key must end its sessions at once."""
-        with self.keys.engine.connect() as conn:
-            row = conn.execute(select(api_keys.c.name, api_keys.c.role)
-                               .where(api_keys.c.digest == key_digest)).first()
-        return None if row is None else Principal(row.name, Role(row.role))
+        is rare next to API calls, and a revoked, expired or deleted key must end its
+        sessions at once."""
+        return self.keys.current_principal(key_digest)
 
 
 def csrf_matches(session: Session, sent: str | None) -> bool:

@@ -62,7 +62,10 @@ async def record_event(request: Request, principal: Writer) -> Response:
     same meaning returns the original receipt (201, `replayed: true`), even while the first
     attempt is in flight; the same id with another meaning is 409 `event_id_reused`."""
     media_type(request, (JSON,))
-    submission = submission_of(parse_json(await request.body()))
+    item = parse_json(await request.body())
+    # What was refused, for the refusal log (services.shared.refusals), if it says.
+    request.state.event_type = event_type_of(item)
+    submission = submission_of(item)
     service: RecordingService = request.app.state.recording_service
     try:
         receipt = await run_in_threadpool(
@@ -111,8 +114,17 @@ async def record_events(request: Request, principal: Writer) -> dict[str, Any]:
             raise outcome
         answers[index] = {"status": error.status, **error.body()}
     ordered = [{"index": index, **answers[index]} for index in range(len(items))]
-    failed = sum(1 for answer in ordered if answer["status"] >= 400)
+    refused = [answer for answer in ordered if answer["status"] >= 400]
+    refusals = request.app.state.refusals
+    for answer in refused:
+        refusals.record(request.scope, answer["error"], index=answer["index"],
+                        event_type=event_type_of(items[answer["index"]]))
+    failed = len(refused)
     return {"items": ordered, "recorded": recorded, "failed": failed}
+
+
+def event_type_of(item: Any) -> Any:
+    return item.get("type") if isinstance(item, dict) else None
 
 
 def _batch_items(body: bytes, kind: str) -> list[Any]:

@@ -10,6 +10,7 @@ from services.registry.relay.kafka_publisher import KafkaPublisher
 from services.registry.relay.leadership import FileLeadership, Leadership, PostgresLeadership
 from services.registry.relay.published_position import PublishedPosition
 from services.registry.relay.relay import Relay
+from services.shared.api_keys import ApiKeyStore
 from services.shared.broker_health import BrokerWatch
 from services.shared.database import check_reachable, create_sql_engine
 from services.shared.http_basics import HttpMetrics
@@ -45,7 +46,11 @@ def build_relay(settings: Settings) -> Relay:
 def create_relay_app(settings: Settings) -> FastAPI:
     relay = build_relay(settings)
     broker = BrokerWatch(settings.kafka_bootstrap)
-    lifespan = running_in_background(broker.watching(relay.run), "relay", relay.store.close)
+    # The relay checks keys only for DEALREG_METRICS=key and the causes /readyz shows admins.
+    key_store = ApiKeyStore(create_sql_engine(settings.registry_tables_url()))
+    key_store.create_schema()
+    lifespan = running_in_background(broker.watching(relay.run), "relay", relay.store.close,
+                                     key_store.engine.dispose)
 
     def broker_reachable() -> None:
         if not relay.status.leading:
@@ -87,4 +92,5 @@ def create_relay_app(settings: Settings) -> FastAPI:
     for name, (doc, read) in gauges.items():
         Gauge(name, doc, registry=metrics.registry).set_function(read)
     app.state.relay = relay
+    app.state.api_keys = key_store
     return app

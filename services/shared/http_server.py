@@ -1,0 +1,66 @@
+"""How every service is served: uvicorn on httptools, with a bound on request heads and no
+`server` banner."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from services.shared.errors import error_body
+from services.shared.http_basics import MAX_HEADER_BYTES
+
+log = logging.getLogger("dealreg.http")
+
+# A request line and headers longer than this are cut off by the server. The apps refuse
+# heads over MAX_HEADER_BYTES themselves (431, JSON, logged); this bound is for the heads they
+# never get to see: httptools keeps none, and read a 50 MB header to its end.
+MAX_REQUEST_HEAD_BYTES = 4 * MAX_HEADER_BYTES
+
+
+class BoundedHeadProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, counting the bytes each request's head takes to arrive:
+    past MAX_REQUEST_HEAD_BYTES it answers 431 and closes the connection, so at most one
+    read (of up to 256 KiB) more than the bound is ever taken in."""
+
+    _head_bytes = 0
+    _awaiting_head = True
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._awaiting_head or self.transport.is_closing():
+            return
+        # A read that ends one request and starts the next counts whole: the bound is not
+        # meant to be exact, only to stop a head that never ends.
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
+            self._refuse_head()
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._awaiting_head, self._head_bytes = True, 0
+
+    def _refuse_head(self) -> None:
+        client = self.client[0] if self.client else "unknown"
+        log.warning("request head over %d bytes from %s: closed", MAX_REQUEST_HEAD_BYTES,
+                    client, extra={"fields": {"client": client, "status": 431}})
+        body = json.dumps(error_body(
+            431, "headers_too_large", f"the request head exceeds {MAX_REQUEST_HEAD_BYTES} bytes",
+            field="headers", rule="max_bytes")).encode()
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\nconnection: close\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        self.transport.close()
+
+
+def serve(app: Any, host: str, port: int) -> None:
+    uvicorn.run(app, host=host, port=port, log_config=None, http=BoundedHeadProtocol,
+                server_header=False)
