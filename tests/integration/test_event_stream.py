@@ -192,10 +192,25 @@ def test_new_events_appear_in_log_order_with_their_positions_as_ids(
     assert summary is not None
     assert summary["type"] == "firm_registered"
     assert summary["aggregate_version"] == 1
-    assert summary["recorded_by"] == "stream-partner"
-    assert summary["event_id"] == "f-tata-motors"
+    # A reader is not told who recorded it, nor the partner's event id (read_model/visibility).
+    assert (summary["recorded_by"], summary["event_id"]) == (None, None)
+    assert summary["withheld"] == ["event_id", "recorded_by"]
     assert {"aggregate_id", "occurred_at", "recorded_at", "hash"} <= set(summary)
     assert "payload" not in summary
+
+
+@pytest.mark.parametrize("role", [Role.PARTNER, Role.AUDITOR])
+def test_the_recording_partner_and_auditors_see_who_recorded_an_event(
+        live: LiveRegistry, role: Role) -> None:
+    with live.stream(role) as response:
+        stream = frames(response)
+        next(stream), next(stream)  # retry, then the position now
+        position = live.record(firm("tata-motors"))
+        [got] = recorded_until(stream, position)
+    assert got.data is not None
+    assert (got.data["recorded_by"], got.data["event_id"]) == ("stream-partner",
+                                                                "f-tata-motors")
+    assert got.data["withheld"] == []
 
 
 def test_after_replays_from_a_position(live: LiveRegistry) -> None:
@@ -265,7 +280,7 @@ def test_a_stream_needs_a_key_and_every_role_may_read(live: LiveRegistry) -> Non
     response = live.client.get("/v1/stream")
     assert response.status_code == 401
     assert response.json()["error"]["field"] == "Authorization"
-    unknown = live.client.get("/v1/stream", headers={"Authorization": "Bearer drk_nope"})
+    unknown = live.client.get("/v1/stream", headers={"Authorization": f"Bearer drk_{'n' * 43}"})
     assert (unknown.status_code, unknown.json()["error"]["rule"]) == (401, "known_key")
     for role in Role:  # the read API admits every role, partners too (they read versions)
         with live.stream(role) as stream:

@@ -27,6 +27,7 @@ from services.projections.read_model.chain_check import ChainCheck, check_chain
 from services.projections.read_model.past_lists import PastLists
 from services.projections.read_model.queries import Interval, ReadModelQueries, buckets
 from services.projections.read_model.tables import TotalsDimension
+from services.projections.read_model.visibility import Viewer, event_for, meeting_for
 
 LATEST_EVENTS = 10
 PAGE_SIZE = 25
@@ -63,7 +64,7 @@ def totals_grid(name: str, caption: str, label: str, items: list[dict[str, Any]]
     return grid
 
 
-def overview(queries: ReadModelQueries, travel: TimeTravel, auditor: bool) -> dict[str, Any]:
+def overview(queries: ReadModelQueries, travel: TimeTravel, viewer: Viewer) -> dict[str, Any]:
     sectors = totals(queries, TotalsDimension.SECTOR, travel)
     countries = totals(queries, TotalsDimension.COUNTRY, travel)
     firms = totals(queries, TotalsDimension.FIRM, travel)
@@ -91,7 +92,7 @@ def overview(queries: ReadModelQueries, travel: TimeTravel, auditor: bool) -> di
         "top-firms": range_chart("chart-firms", "Pledged USD by firm, top firms",
                                  [_bar(firm_label(i), i) for i in top_firms]),
     }
-    latest = latest_events(queries, auditor)
+    latest = latest_events(queries, viewer)
     grids["latest"] = latest
     growth = over_time(queries, travel)
     grids["over-time"] = growth["grid"]
@@ -174,26 +175,32 @@ def _bar(label: str, item: dict[str, Any]) -> RangeBar:
     return RangeBar(label, Decimal(item["usd"]["low"]), Decimal(item["usd"]["high"]))
 
 
-def latest_events(queries: ReadModelQueries, auditor: bool) -> Grid:
-    """The newest recorded events, newest first; who recorded each only for auditors (the
-    read API lists principals to auditor keys alone)."""
+def latest_events(queries: ReadModelQueries, viewer: Viewer) -> Grid:
+    """The newest recorded events, newest first; who recorded each as `viewer` may see it
+    (read_model/visibility)."""
     total = queries.recorded(limit=1).total
     page = queries.recorded(limit=LATEST_EVENTS, offset=max(total - LATEST_EVENTS, 0))
     items = sorted(page.items, key=lambda e: -e["position"])
-    headings = ["position", "type", "aggregate", "version", "occurred at", "recorded at"]
-    if auditor:
-        headings.append("recorded by")
-    grid = Grid("latest", "Latest events", headings, numeric=frozenset({0, 3}))
-    for event in items:
-        row = [event["position"], event["type"], event["aggregate_id"],
-               event["aggregate_version"], event["occurred_at"], event["recorded_at"]]
-        grid.rows.append([*row, event["recorded_by"]] if auditor else row)
+    grid = Grid("latest", "Latest events", ("position", "type", "aggregate", "version",
+                                             "occurred at", "recorded at", "recorded by"),
+                numeric=frozenset({0, 3}))
+    for event in (event_for(viewer, e) for e in items):
+        grid.rows.append([event["position"], event["type"], event["aggregate_id"],
+                          event["aggregate_version"], event["occurred_at"],
+                          event["recorded_at"], _or_withheld(event["recorded_by"])])
     return grid
 
 
-def latest_summary(queries: ReadModelQueries, auditor: bool) -> dict[str, Any]:
+WITHHELD = "withheld"
+
+
+def _or_withheld(value: Any) -> Any:
+    return WITHHELD if value is None else value
+
+
+def latest_summary(queries: ReadModelQueries, viewer: Viewer) -> dict[str, Any]:
     """What the overview's live list polls: the position and the newest events."""
-    grid = latest_events(queries, auditor)
+    grid = latest_events(queries, viewer)
     return {"position": queries.position(), "headings": list(grid.headings),
             "rows": [[str(c) for c in row] for row in grid.rows]}
 
@@ -220,7 +227,7 @@ def deal_list(queries: ReadModelQueries, travel: TimeTravel, filters: dict[str, 
     return {"grids": {"deals": grid}, "total": found.total, "page": page, "pages": pages}
 
 
-def deal_page(queries: ReadModelQueries, travel: TimeTravel, deal_id: UUID,
+def deal_page(queries: ReadModelQueries, travel: TimeTravel, viewer: Viewer, deal_id: UUID,
               events_page: int, stored_hashes: StoredHashes | None = None
               ) -> dict[str, Any] | None:
     """A deal now or at the page's moment, with its full history and whether its hash chain
@@ -267,9 +274,10 @@ def deal_page(queries: ReadModelQueries, travel: TimeTravel, deal_id: UUID,
                    "hash", "previous hash"), numeric=frozenset({0, 1}))
     timeline = Grid("timeline", "Status timeline", ("when (occurred)", "event", "status after"))
     status = "proposed"
-    for e in history.items:
+    for e in (event_for(viewer, e) for e in history.items):
         events.rows.append([e["aggregate_version"], e["position"], e["type"], e["occurred_at"],
-                            e["recorded_at"], e["recorded_by"], e["hash"], e["previous_hash"]])
+                            e["recorded_at"], _or_withheld(e["recorded_by"]), e["hash"],
+                            e["previous_hash"]])
         status = _status_after(e["type"], e["payload"], status)
         timeline.rows.append([e["occurred_at"], e["type"], status])
     return {"deal": deal, "current": current,
@@ -374,7 +382,8 @@ def firm_page(queries: ReadModelQueries, travel: TimeTravel, code: str) -> dict[
             "grids": {"deals": deal_grid, "pledges": pledge_grid}}
 
 
-def meeting_list(queries: ReadModelQueries, travel: TimeTravel, page: int) -> dict[str, Any]:
+def meeting_list(queries: ReadModelQueries, travel: TimeTravel, viewer: Viewer, page: int
+                 ) -> dict[str, Any]:
     offset = (page - 1) * PAGE_SIZE
     found = queries.meetings(limit=PAGE_SIZE, offset=offset) if travel.past is None \
         else PastLists(queries.engine).meetings(travel.past.bound, limit=PAGE_SIZE,
@@ -382,14 +391,19 @@ def meeting_list(queries: ReadModelQueries, travel: TimeTravel, page: int) -> di
     grid = Grid("meetings", "Meetings, most recent first",
                 ("held", "title", "location", "closed door", "attendees", "government bodies",
                  "sectors"))
-    for m in found.items:
-        grid.rows.append([m["occurred_at"], m["title"], m["location"],
+    shown = [meeting_for(viewer, m) for m in found.items]
+    for m in shown:
+        grid.rows.append([m["occurred_at"], _or_withheld(m["title"]), m["location"],
                           "closed door" if m["closed_door"] else "open",
-                          ", ".join(m["attendees"]), ", ".join(m["government_bodies"]),
-                          ", ".join(m["sectors"])])
+                          _joined_or_withheld(m["attendees"]),
+                          _joined_or_withheld(m["government_bodies"]), ", ".join(m["sectors"])])
     pages = max((found.total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
-    return {"meetings": found.items, "grids": {"meetings": grid}, "total": found.total,
+    return {"meetings": shown, "grids": {"meetings": grid}, "total": found.total,
             "page": page, "pages": pages}
+
+
+def _joined_or_withheld(values: list[str] | None) -> str:
+    return WITHHELD if values is None else ", ".join(values)
 
 
 def recorded_grid(queries: ReadModelQueries, recorded_by: str | None, since: Any, until: Any,

@@ -31,6 +31,7 @@ from services.projections.pages.display import Grid, grouped
 from services.projections.pages.session import Session, SessionKeeper, csrf_matches, shared_secret
 from services.projections.pages.time_travel import TimeTravel, time_travel
 from services.projections.query_api.moments import MOMENT_PATTERN, moment
+from services.projections.query_api.viewers import viewer_of
 from services.projections.read_model.queries import ReadModelQueries
 from services.projections.read_model.tables import DealStatus
 from services.shared.api_keys import CAN_AUDIT, ApiKeyStore
@@ -236,9 +237,9 @@ def page_router(pages: PageContext) -> APIRouter:
         if isinstance(session, Response):
             return session
         travel = travel_of(request)
-        auditor = session.principal.role in CAN_AUDIT
+        viewer = viewer_of(session.principal)
         return pages.render(request, "overview.html", session, travel,
-                            **screens.overview(queries, travel, auditor))
+                            **screens.overview(queries, travel, viewer))
 
     @router.get(POLL_ROUTE)
     def latest(request: Request) -> Response:
@@ -247,7 +248,7 @@ def page_router(pages: PageContext) -> APIRouter:
         if session is None:
             return JSONResponse({"signed_in": False}, status_code=401, headers=NO_STORE)
         return JSONResponse(
-            screens.latest_summary(queries, session.principal.role in CAN_AUDIT),
+            screens.latest_summary(queries, viewer_of(session.principal)),
             headers=NO_STORE)
 
     @router.get("/deals")
@@ -273,7 +274,7 @@ def page_router(pages: PageContext) -> APIRouter:
         except ValueError:
             wanted = None
         content = None if wanted is None else screens.deal_page(
-            queries, travel, wanted, page_number(request),
+            queries, travel, viewer_of(session.principal), wanted, page_number(request),
             None if pages.audit is None else pages.audit.stored_hashes)
         if content is None:
             return pages.render(request, "missing.html", session, travel, status=404,
@@ -312,7 +313,8 @@ def page_router(pages: PageContext) -> APIRouter:
             return session
         travel = travel_of(request)
         return pages.render(request, "meetings.html", session, travel,
-                            **screens.meeting_list(queries, travel, page_number(request)))
+                            **screens.meeting_list(queries, travel, viewer_of(session.principal),
+                                                   page_number(request)))
 
     # -- the audit console ---------------------------------------------------------------
 

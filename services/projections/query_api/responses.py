@@ -265,14 +265,22 @@ class DealsPage(PageAnswer):
     items: list[DealSummary]
 
 
+PROVENANCE_NOTE = ("; null, and named in `withheld`, unless you are an auditor, an admin or "
+                   "the key that recorded it")
+ProvenanceField = Literal["event_id", "recorded_by"]
+ClosedDoorField = Literal["title", "attendees", "government_bodies", "summary"]
+
+
 class DealEvent(BaseModel):
     position: LogPosition
     aggregate_version: Version
     type: EventType
-    event_id: str
+    event_id: str | None = Field(description="The partner's event id" + PROVENANCE_NOTE)
     occurred_at: Timestamp
     recorded_at: Timestamp
-    recorded_by: str = Field(description="Name of the key that recorded it")
+    recorded_by: str | None = Field(description="Name of the key that recorded it"
+                                    + PROVENANCE_NOTE)
+    withheld: list[ProvenanceField] = Field(description="The fields withheld from you")
     payload: dict[str, Any] = Field(description="As recorded: the payload of `type` in "
                                     "contracts/events_v1 (amounts as decimal strings)")
     hash: Hash
@@ -296,17 +304,23 @@ class FirmsPage(PageAnswer):
     items: list[Firm]
 
 
+CLOSED_DOOR_NOTE = ("; of a closed-door meeting null, and named in `withheld`, unless you "
+                    "are an auditor, an admin or a partner of an attending firm")
+
+
 class Meeting(BaseModel):
     meeting_id: str = Field(json_schema_extra={"format": "uuid"})
-    title: str
+    title: str | None = Field(description="The meeting's title" + CLOSED_DOOR_NOTE)
     location: str
     closed_door: bool
-    attendees: list[FirmCode]
-    government_bodies: list[str]
+    attendees: list[FirmCode] | None = Field(description="Firm codes" + CLOSED_DOOR_NOTE)
+    government_bodies: list[str] | None = Field(description="Officials' bodies present"
+                                                + CLOSED_DOOR_NOTE)
     sectors: list[Sector]
-    summary: str
+    summary: str | None = Field(description="What was said" + CLOSED_DOOR_NOTE)
     occurred_at: Timestamp
     recorded_at: Timestamp
+    withheld: list[ClosedDoorField] = Field(description="The fields withheld from you")
 
 
 class MeetingsPage(PageAnswer):

@@ -43,10 +43,12 @@ from services.projections.query_api.responses import (
     RecordedEventsPage,
     SectorTotalsAnswer,
 )
+from services.projections.query_api.viewers import viewer_of
 from services.projections.read_model.deal_history import PastBound
 from services.projections.read_model.progress import AppliedPosition
 from services.projections.read_model.queries import Interval, Page, ReadModelQueries, buckets
 from services.projections.read_model.tables import DealStatus, TotalsDimension
+from services.projections.read_model.visibility import event_for, meeting_for
 from services.shared.api_keys import ApiKeyStore, Auditor, Reader
 from services.shared.errors import ApiError, error_responses
 from services.shared.http_basics import HttpMetrics
@@ -405,7 +407,9 @@ def read_router() -> APIRouter:
         page = queries.deal_events(deal_id, limit=paging.limit, offset=paging.offset)
         if page is None:
             raise unknown_deal(deal_id)
-        return page_body(page, paging, position, response)
+        viewer = viewer_of(principal)
+        shown = Page([event_for(viewer, event) for event in page.items], page.total)
+        return page_body(shown, paging, position, response)
 
     @router.get("/firms", **read_route(READ_ERRORS, FirmsPage))
     def list_firms(
@@ -449,10 +453,12 @@ def read_router() -> APIRouter:
         principal: Reader, position: Position, queries: Queries, paging: Paging,
         response: Response,
     ) -> dict[str, Any]:
-        """Meetings held, most recent first."""
-        return page_body(
-            queries.meetings(limit=paging.limit, offset=paging.offset), paging, position, response
-        )
+        """Meetings held, most recent first; a closed-door meeting's details only to those
+        who may see them (see `withheld`)."""
+        page = queries.meetings(limit=paging.limit, offset=paging.offset)
+        viewer = viewer_of(principal)
+        shown = Page([meeting_for(viewer, meeting) for meeting in page.items], page.total)
+        return page_body(shown, paging, position, response)
 
     return router
 

@@ -35,9 +35,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from services.projections.query_api.routes import Queries
+from services.projections.query_api.viewers import viewer_of
 from services.projections.read_model.progress import AppliedPosition, read_position
 from services.projections.read_model.queries import ReadModelQueries, recorded_view
 from services.projections.read_model.tables import recorded_events
+from services.projections.read_model.visibility import PROVENANCE, Viewer, event_for
 from services.shared.api_keys import ApiKeyStore, BrowserReader
 from services.shared.errors import STATUS_MEANINGS, ApiError, error_response
 from services.shared.http_basics import HttpMetrics
@@ -212,10 +214,12 @@ class EventStreamResponse(StreamingResponse):
 
 
 async def event_stream(request: Request, queries: ReadModelQueries, watch: ReadPositionWatch,
-                       limits: StreamLimits, start: int | None) -> AsyncIterator[bytes]:
+                       limits: StreamLimits, start: int | None, viewer: Viewer
+                       ) -> AsyncIterator[bytes]:
     """The frames of one stream: `retry`, the events after `start` (or after the read
-    position now), then each event as it is applied, with `position` events and keepalive
-    comments, until the client leaves or the stream's lifetime ends."""
+    position now), then each event as it is applied (as `viewer` may see it), with
+    `position` events and keepalive comments, until the client leaves or the stream's
+    lifetime ends."""
     loop = asyncio.get_running_loop()
     ends = loop.time() + limits.lifetime_seconds
     yield sse_frame(retry_ms=limits.retry_ms)
@@ -228,7 +232,7 @@ async def event_stream(request: Request, queries: ReadModelQueries, watch: ReadP
             batch = await run_in_threadpool(events_after, queries, cursor)
             while True:
                 for summary in batch.summaries:
-                    yield recorded_frame(summary)
+                    yield recorded_frame(event_for(viewer, summary))
                     cursor = summary["position"]
                 if not batch.more:
                     break
@@ -262,6 +266,8 @@ def _json_object(properties: dict[str, Any]) -> dict[str, Any]:
 
 _POSITION = {"type": "integer", "minimum": 0, "format": "int64"}
 _MOMENT = {"type": "string", "format": "date-time"}
+# Provenance: null (and named in `withheld`) unless the reader may see it (read_model/visibility).
+_WITHHOLDABLE = {"type": ["string", "null"]}
 # Each event of the stream as a parsed SSE event (`retry` alone carries no data, so no event).
 EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -273,12 +279,14 @@ EVENT_SCHEMA: dict[str, Any] = {
         "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": {
             "anyOf": [
                 _json_object({
-                    "position": _POSITION, "event_id": {"type": "string"},
+                    "position": _POSITION, "event_id": _WITHHOLDABLE,
                     "type": {"type": "string"},
                     "aggregate_id": {"type": "string", "format": "uuid"},
                     "aggregate_version": {"type": "integer", "minimum": 1},
                     "occurred_at": _MOMENT, "recorded_at": _MOMENT,
-                    "recorded_by": {"type": "string"}, "hash": {"type": "string"},
+                    "recorded_by": _WITHHOLDABLE, "hash": {"type": "string"},
+                    "withheld": {"type": "array",
+                                 "items": {"type": "string", "enum": list(PROVENANCE)}},
                 }),
                 _json_object({"position": _POSITION}),
             ],
@@ -355,7 +363,7 @@ def stream_router() -> APIRouter:
                 rule="max_streams")
         start = resume if resume is not None else after
         frames = event_stream(request, queries, request.app.state.position_watch, limits,
-                              start)
+                              start, viewer_of(principal))
         return EventStreamResponse(frames, release)
 
     return router
