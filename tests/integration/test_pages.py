@@ -414,3 +414,24 @@ def test_live_pages_name_their_stream_and_position_and_pause_in_the_past(
     [main] = [a for tag, a in ParsedPage(after_html).elements if tag == "main"]
     assert main["data-position"] == str(registry.head()) != str(position)
     assert ParsedPage(after_html).island("chart-sector-data") != before
+
+
+def test_the_sign_in_form_is_throttled_like_the_authorization_header(
+        registry: Registry) -> None:
+    form = registry.client.get("/sign-in").text
+    limit = registry.app.state.settings.auth_failures_per_minute
+    for attempt in range(limit + 1):
+        answer = registry.client.post("/sign-in", data={
+            "key": f"drk_{'x' * 43}", "csrf": csrf_of(form), "next": "/"})
+        form = answer.text
+        if answer.status_code == 429:
+            break
+        assert answer.status_code == 401, attempt
+    assert answer.status_code == 429 and attempt == limit
+    assert int(answer.headers["retry-after"]) >= 1
+    # Throttled, a known key is refused too, and no session starts.
+    known = registry.client.post("/sign-in", data={
+        "key": registry.keys[Role.READER], "csrf": csrf_of(form), "next": "/"},
+        follow_redirects=False)
+    assert known.status_code == 429
+    assert "dealreg_session=" not in "".join(known.headers.get_list("set-cookie"))

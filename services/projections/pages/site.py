@@ -9,6 +9,7 @@ they are served.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Iterable
@@ -35,6 +36,7 @@ from services.projections.query_api.viewers import viewer_of
 from services.projections.read_model.queries import ReadModelQueries
 from services.projections.read_model.tables import DealStatus
 from services.shared.api_keys import CAN_AUDIT, ApiKeyStore
+from services.shared.auth_throttle import client_address, throttle_of
 from services.shared.errors import ApiError
 from services.shared.http_basics import HttpMetrics
 
@@ -212,9 +214,18 @@ def page_router(pages: PageContext) -> APIRouter:
         if not keeper.sign_in_token_matches(request, form.get("csrf", "")):
             return sign_in_page(request, target, "The form expired; paste the key again.",
                                 403)
+        # The form tries keys as the Authorization header does: the same throttle.
+        throttle, address = throttle_of(request), client_address(request)
+        wait = throttle.seconds_refused(address)
+        if wait > 0:
+            page = sign_in_page(request, target, "Too many keys that were not known came "
+                                f"from here; try again in {math.ceil(wait)} s.", 429)
+            page.headers["Retry-After"] = str(math.ceil(wait))
+            return page
         response = RedirectResponse(target, status_code=303)
         principal = await run_in_threadpool(keeper.start, form.get("key", ""), response)
         if principal is None:
+            throttle.failed(address)
             return sign_in_page(request, target, "That key is not known.", 401)
         return response
 
