@@ -648,7 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="record the article's scenario through the HTTP API")
     demo.add_argument("--url", default="http://127.0.0.1:8000")
-    demo.add_argument("--api-key", required=True, help="a partner key")
+    demo.add_argument("--api-key", required=True,
+                      help="an admin key, or a partner key acting for every firm the demo "
+                           "loads (an unbound one, under DEALREG_UNBOUND_PARTNER_KEYS=allow)")
     demo.add_argument("--history", action="store_true",
                       help="then record a year of illustrative activity after the article "
                            "(fictional firms; event ids start with demo-)")

@@ -313,7 +313,8 @@ class ApiKeyStore:
                     firms=json.dumps(codes), expires_at=expires_at))
                 self._record(conn, KeyAction.CREATED, name, actor, role, codes, expires_at)
         except IntegrityError as exc:
-            raise KeyConflict("name", "unique_name", f"a key named {name!r} exists already") from exc
+            raise KeyConflict("name", "unique_name",
+                              f"a key named {name!r} exists already") from exc
         return key
 
     def revoke(self, name: str, actor: str) -> KeyRecord:

@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     docs: Literal["on", "off"] = Field(
         default="on", description="Serve /docs, /redoc and /openapi.json",
     )
+    unbound_partner_keys: Literal["allow", "refuse"] = Field(
+        default="allow",
+        description="A partner key bound to no firm (made before keys carried firms): act for "
+        "every firm, logging a warning per write, or be refused every write. Set 'refuse' once "
+        "every partner key is bound (`dealreg keys bind NAME --firm CODE`)",
+    )
 
     # Distributed mode: relay and projection service.
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="host:port[,host:port]")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.registry.application.errors import (
     AlreadyExists,
     IdempotencyConflict,
+    NotAuthorized,
     NotFound,
     VersionConflict,
 )
@@ -25,6 +26,9 @@ def as_api_error(exc: Exception) -> Exception:
         return ApiError(409, "event_id_reused", str(exc), field="event_id", rule="same_body")
     if isinstance(exc, AlreadyExists):
         return ApiError(409, "already_exists", str(exc), field=exc.field, rule="new_aggregate")
+    if isinstance(exc, NotAuthorized):
+        return ApiError(403, "forbidden", exc.message, field=exc.field, rule=exc.rule,
+                        firms=exc.firms, acts_for=exc.acts_for)
     if isinstance(exc, NotFound):
         return ApiError(404, "not_found", str(exc), field=exc.field, rule="exists")
     return exc

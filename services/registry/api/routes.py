@@ -14,11 +14,12 @@ from contracts.submissions_v1 import Receipt, Submission
 from services.registry.api.errors import as_api_error
 from services.registry.api.json_body import JSON, NDJSON, media_type, parse_json
 from services.registry.api.request_schemas import install_request_schemas, json_request_body
+from services.registry.application.authority import Authority
 from services.registry.application.commands import RecordPartnerEvent
 from services.registry.application.handlers import RecordingService
 from services.registry.audit.routes import install_audit_api
-from services.shared.api_keys import ApiKeyStore, Writer
-from services.shared.errors import ApiError, Error, error_responses, validation_error
+from services.shared.api_keys import ApiKeyStore, Principal, Writer
+from services.shared.errors import ApiError, Error, ErrorBody, error_responses, validation_error
 from services.shared.http_basics import HttpMetrics
 
 MAX_BATCH_ITEMS = 1000
@@ -41,7 +42,13 @@ class BatchAnswer(BaseModel):
     failed: int = Field(ge=0, description="Items refused")
 
 
-WRITE_ERRORS = error_responses(400, 401, 403, 409, 413, 415, 422, 431, 503)
+WRITE_ERRORS = {
+    **error_responses(400, 401, 403, 409, 413, 415, 422, 431, 503),
+    403: {"model": ErrorBody, "description": "The key's role may not write, or a partner key "
+          "does not act for the firms the event needs (code `forbidden`; `rule` acts_for_firm, "
+          "party_to_deal, party_to_agreement, own_pledge or attended_meeting; `firms` names "
+          "them, `acts_for` the key's own)"},
+}
 
 
 def submission_of(item: Any) -> Any:
@@ -60,7 +67,10 @@ def submission_of(item: Any) -> Any:
 async def record_event(request: Request, principal: Writer) -> Response:
     """Record one event. `type` selects the payload. A retry with the same `event_id` and the
     same meaning returns the original receipt (201, `replayed: true`), even while the first
-    attempt is in flight; the same id with another meaning is 409 `event_id_reused`."""
+    attempt is in flight; the same id with another meaning is 409 `event_id_reused`.
+    A partner key records only for the firms it is bound to: another firm's event is 403
+    `forbidden`, naming the firms and the rule (`acts_for_firm`, `party_to_deal`,
+    `party_to_agreement`, `own_pledge`, `attended_meeting`)."""
     media_type(request, (JSON,))
     item = parse_json(await request.body())
     # What was refused, for the refusal log (services.shared.refusals), if it says.
@@ -69,7 +79,8 @@ async def record_event(request: Request, principal: Writer) -> Response:
     service: RecordingService = request.app.state.recording_service
     try:
         receipt = await run_in_threadpool(
-            service.record, RecordPartnerEvent(principal.name, submission))
+            service.record,
+            RecordPartnerEvent(principal.name, submission, authority_of(request, principal)))
     except Exception as exc:  # noqa: BLE001 - translated or re-raised by as_api_error
         raise as_api_error(exc) from exc
     headers = {"X-Log-Position": str(receipt.position)}
@@ -100,7 +111,8 @@ async def record_events(request: Request, principal: Writer) -> dict[str, Any]:
         except ApiError as refusal:
             answers[index] = {"status": refusal.status, **refusal.body()}
     service: RecordingService = request.app.state.recording_service
-    outcomes = await run_in_threadpool(service.record_many, principal.name, list(valid.values()))
+    outcomes = await run_in_threadpool(service.record_many, principal.name,
+                                       list(valid.values()), authority_of(request, principal))
     recorded = 0
     for index, outcome in zip(valid, outcomes, strict=True):
         if isinstance(outcome, Receipt):
@@ -121,6 +133,12 @@ async def record_events(request: Request, principal: Writer) -> dict[str, Any]:
                         event_type=event_type_of(items[answer["index"]]))
     failed = len(refused)
     return {"items": ordered, "recorded": recorded, "failed": failed}
+
+
+def authority_of(request: Request, principal: Principal) -> Authority:
+    """The firms the request's key may record for."""
+    return Authority.of_key(principal.name, principal.role, principal.firms,
+                            request.app.state.settings.unbound_partner_keys)
 
 
 def event_type_of(item: Any) -> Any:

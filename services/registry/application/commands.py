@@ -1,7 +1,8 @@
 """The registry's one command: record what a partner says happened.
 
-The partner's submission (a contract model) is the command's body; the principal comes
-from the API key, never from the body.
+The partner's submission (a contract model) is the command's body; the principal and the
+firms it may act for come from the API key, never from the body. In-process callers (the
+demo loader, tests, benchmarks) are trusted and act for every firm.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from contracts.submissions_v1 import (
     PledgeWithdrawnSubmission,
     TechTransferSignedSubmission,
 )
+from services.registry.application.authority import EVERY_FIRM, Authority
 
 AnySubmission = (
     FirmRegisteredSubmission
@@ -39,3 +41,4 @@ AnySubmission = (
 class RecordPartnerEvent:
     principal: str
     submission: AnySubmission
+    authority: Authority = EVERY_FIRM

@@ -40,3 +40,18 @@ class NotFound(Exception):
     def __init__(self, field: str, what: str) -> None:
         super().__init__(f"{what} does not exist")
         self.field = field
+
+
+class NotAuthorized(Exception):
+    """The key does not speak for the firm(s) the event needs (services.registry.application
+    .authority): nothing is recorded."""
+
+    def __init__(
+        self, field: str, rule: str, message: str, firms: list[str], acts_for: list[str]
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.rule = rule
+        self.message = message
+        self.firms = firms
+        self.acts_for = acts_for

@@ -1,7 +1,8 @@
 """Turns a partner's submission into a decision of one aggregate and records it.
 
 Each request: find the receipt of its event id (a retry gets the original answer), load the
-aggregate through a unit of work, let it decide, then save its new event together with a
+aggregate through a unit of work, check that the key speaks for the firms the event needs
+(application.authority), let the aggregate decide, then save its new event together with a
 fresh receipt in one transaction (through the group committer). A concurrent writer makes
 the save fail on the aggregate's version; without an expected version we simply decide again
 on the newer state. A batch decides all its items through one unit of work and saves them
@@ -36,10 +37,12 @@ from contracts.submissions_v1 import (
     TechTransferSignedSubmission,
 )
 from services.registry.adapters.event_store import DealRegistryStore
+from services.registry.application.authority import EVERY_FIRM, Authority
 from services.registry.application.commands import AnySubmission, RecordPartnerEvent
 from services.registry.application.errors import (
     AlreadyExists,
     IdempotencyConflict,
+    NotAuthorized,
     NotFound,
     VersionConflict,
 )
@@ -62,7 +65,9 @@ SAVE_ATTEMPTS = 32
 BACKOFF_SECONDS = 0.002
 
 
-REFUSALS = (DomainError, AlreadyExists, NotFound, VersionConflict, IdempotencyConflict)
+REFUSALS = (
+    DomainError, AlreadyExists, NotFound, VersionConflict, IdempotencyConflict, NotAuthorized
+)
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ class RecordingService:
         self.rates = rates
         self.committer = committer or GroupCommitter(store)
         self._deciders: dict[
-            type, Callable[[Any, Provenance, UnitOfWork], RecordedAggregate]
+            type, Callable[[Any, Provenance, UnitOfWork, Authority], RecordedAggregate]
         ] = {
             FirmRegisteredSubmission: self._register_firm,
             MeetingHeldSubmission: self._hold_meeting,
@@ -148,7 +153,8 @@ class RecordingService:
                               decision.aggregate_version - 1)
 
     def record_many(
-        self, principal: str, submissions: Sequence[AnySubmission]
+        self, principal: str, submissions: Sequence[AnySubmission],
+        authority: Authority = EVERY_FIRM,
     ) -> list[Receipt | Exception]:
         """Record a batch in order, each event seeing those before it, in one transaction.
 
@@ -167,7 +173,7 @@ class RecordingService:
                 outcomes.append(decided_at[rid] if same
                                 else IdempotencyConflict(submission.event_id))
                 continue
-            command = RecordPartnerEvent(principal, submission)
+            command = RecordPartnerEvent(principal, submission, authority)
             try:
                 decision = self._decide(uow, command)
             except REFUSALS as exc:
@@ -183,7 +189,7 @@ class RecordingService:
         try:
             recordings = self.committer.save_events([e for d in decisions for e in d.events])
         except IntegrityError:
-            return [self._record_refusing(principal, s) for s in submissions]
+            return [self._record_refusing(principal, s, authority) for s in submissions]
         receipts: dict[int, Receipt] = {}
         end = 0
         for index, outcome in enumerate(outcomes):
@@ -197,9 +203,11 @@ class RecordingService:
             for index, outcome in enumerate(outcomes)
         ]
 
-    def _record_refusing(self, principal: str, submission: AnySubmission) -> Receipt | Exception:
+    def _record_refusing(
+        self, principal: str, submission: AnySubmission, authority: Authority
+    ) -> Receipt | Exception:
         try:
-            return self.record(RecordPartnerEvent(principal, submission))
+            return self.record(RecordPartnerEvent(principal, submission, authority))
         except REFUSALS as exc:
             return exc
 
@@ -216,7 +224,10 @@ class RecordingService:
             recorded_by=command.principal,
             partner_event_id=submission.event_id,
         )
-        aggregate = self._deciders[type(submission)](submission, provenance, uow)
+        # A retry was answered above, before this: the receipt of an event a key recorded is
+        # its own, even if the key's firms have changed since.
+        aggregate = self._deciders[type(submission)](
+            submission, provenance, uow, command.authority)
         (event,) = aggregate.pending_events
         version_before = aggregate.version - 1
         expected = submission.expected_version
@@ -321,15 +332,18 @@ class RecordingService:
     # One decision per submission type.
 
     def _register_firm(
-        self, s: FirmRegisteredSubmission, p: Provenance, uow: UnitOfWork
+        self, s: FirmRegisteredSubmission, p: Provenance, uow: UnitOfWork, a: Authority
     ) -> RecordedAggregate:
+        a.require_firm(s.payload.code, "payload.code", f"register firm {s.payload.code!r}")
         if uow.exists(firm_id(s.payload.code)):
             raise AlreadyExists("payload.code", f"firm {s.payload.code!r}")
         return Firm.register(s.payload.code, s.payload.name, s.payload.country, s.payload.kind, p)
 
     def _hold_meeting(
-        self, s: MeetingHeldSubmission, p: Provenance, uow: UnitOfWork
+        self, s: MeetingHeldSubmission, p: Provenance, uow: UnitOfWork, a: Authority
     ) -> RecordedAggregate:
+        a.require_one_of(s.payload.attendees, "payload.attendees", "attended_meeting",
+                         f"record a meeting of {', '.join(s.payload.attendees)}")
         self._require_firms(uow, s.payload.attendees, "payload.attendees")
         return Meeting.hold(
             self._new_aggregate_id(uow, s.payload.meeting_id, "meeting", p),
@@ -339,8 +353,10 @@ class RecordingService:
         )
 
     def _propose_deal(
-        self, s: DealProposedSubmission, p: Provenance, uow: UnitOfWork
+        self, s: DealProposedSubmission, p: Provenance, uow: UnitOfWork, a: Authority
     ) -> RecordedAggregate:
+        a.require_one_of(s.payload.parties, "payload.parties", "party_to_deal",
+                         f"propose a deal between {', '.join(s.payload.parties)}")
         self._require_firms(uow, s.payload.parties, "payload.parties")
         return Deal.propose(
             self._new_aggregate_id(uow, s.payload.deal_id, "deal", p),
@@ -349,8 +365,9 @@ class RecordingService:
         )
 
     def _make_pledge(
-        self, s: PledgeMadeSubmission, p: Provenance, uow: UnitOfWork
+        self, s: PledgeMadeSubmission, p: Provenance, uow: UnitOfWork, a: Authority
     ) -> RecordedAggregate:
+        a.require_firm(s.payload.firm, "payload.firm", f"pledge for firm {s.payload.firm!r}")
         deal = self._deal(uow, s.payload.deal_id)
         amount = self._amount(s.payload.amount)
         pledge_id = s.payload.pledge_id or str(derived_id("pledge", p.recorded_by, s.event_id))
@@ -364,9 +381,10 @@ class RecordingService:
         return deal
 
     def _revise_pledge(
-        self, s: PledgeRevisedSubmission, p: Provenance, uow: UnitOfWork
+        self, s: PledgeRevisedSubmission, p: Provenance, uow: UnitOfWork, a: Authority
     ) -> RecordedAggregate:
         deal = self._deal(uow, s.payload.deal_id)
+        a.require_own_pledge(deal, s.payload.pledge_id, "revise pledge")
         amount = self._amount(s.payload.amount)
         deal.revise_pledge(
             s.payload.pledge_id, amount, self._conversion(amount, s.payload.rate),
@@ -375,38 +393,47 @@ class RecordingService:
         return deal
 
     def _withdraw_pledge(
-        self, s: PledgeWithdrawnSubmission, p: Provenance, uow: UnitOfWork
+        self, s: PledgeWithdrawnSubmission, p: Provenance, uow: UnitOfWork, a: Authority
     ) -> RecordedAggregate:
         deal = self._deal(uow, s.payload.deal_id)
+        a.require_own_pledge(deal, s.payload.pledge_id, "withdraw pledge")
         deal.withdraw_pledge(s.payload.pledge_id, s.payload.reason, p)
         return deal
 
     def _sign_tech_transfer(
-        self, s: TechTransferSignedSubmission, p: Provenance, uow: UnitOfWork
+        self, s: TechTransferSignedSubmission, p: Provenance, uow: UnitOfWork, a: Authority
     ) -> RecordedAggregate:
         deal = self._deal(uow, s.payload.deal_id)
+        a.require_one_of(
+            [s.payload.licensor, s.payload.licensee], "payload.licensor", "party_to_agreement",
+            f"sign a tech transfer from {s.payload.licensor!r} to {s.payload.licensee!r}",
+        )
         deal.sign_tech_transfer(s.payload.technology, s.payload.licensor, s.payload.licensee, p)
         return deal
 
     def _form_joint_venture(
-        self, s: JointVentureFormedSubmission, p: Provenance, uow: UnitOfWork
+        self, s: JointVentureFormedSubmission, p: Provenance, uow: UnitOfWork, a: Authority
     ) -> RecordedAggregate:
         deal = self._deal(uow, s.payload.deal_id)
+        a.require_one_of(s.payload.equity, "payload.equity", "party_to_agreement",
+                         f"form a joint venture of {', '.join(s.payload.equity)}")
         deal.form_joint_venture(s.payload.venture_name, dict(s.payload.equity), p)
         return deal
 
     def _announce_facility(
-        self, s: FacilityAnnouncedSubmission, p: Provenance, uow: UnitOfWork
+        self, s: FacilityAnnouncedSubmission, p: Provenance, uow: UnitOfWork, a: Authority
     ) -> RecordedAggregate:
         deal = self._deal(uow, s.payload.deal_id)
+        a.require_party(deal, "announce a facility of deal")
         deal.announce_facility(
             s.payload.facility, s.payload.location, s.payload.capacity, s.payload.materials, p
         )
         return deal
 
     def _cancel_deal(
-        self, s: DealCancelledSubmission, p: Provenance, uow: UnitOfWork
+        self, s: DealCancelledSubmission, p: Provenance, uow: UnitOfWork, a: Authority
     ) -> RecordedAggregate:
         deal = self._deal(uow, s.payload.deal_id)
+        a.require_party(deal, "cancel deal")
         deal.cancel(s.payload.reason, p)
         return deal
