@@ -21,4 +21,6 @@ fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 
-exec .venv/bin/python -m pytest -q "$@"
+# Two workers (pytest-xdist): every test makes its own database, topic, ports and data
+# directory, so they run side by side; DEALREG_TEST_WORKERS=0 runs them in this process.
+exec .venv/bin/python -m pytest -q -n "${DEALREG_TEST_WORKERS:-2}" "$@"
