@@ -17,8 +17,9 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.shared.api_keys import CAN_AUDIT, key_store_of, require_role
+from services.shared.api_keys import CAN_AUDIT
 from services.shared.errors import UNEXPECTED_STATUS, error_body
+from services.shared.key_auth import key_store_of, require_role
 from services.shared.refusals import RefusalLog, RefusalObserver
 from services.shared.settings import Settings
 

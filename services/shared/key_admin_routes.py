@@ -20,17 +20,15 @@ from services.shared.api_keys import (
     MAX_GRACE,
     MAX_KEY_LIFETIME,
     MAX_KEY_NAME,
-    Admin,
     ApiKeyStore,
-    Auditor,
     KeyConflict,
     KeyRefused,
     KeyState,
     Role,
     UnknownKey,
-    key_store_of,
 )
 from services.shared.errors import ApiError, error_responses
+from services.shared.key_auth import Admin, Auditor, key_store_of
 from services.shared.openapi_contract import Count, Offset
 
 MAX_KEYS_PAGE = 500

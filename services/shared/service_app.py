@@ -13,9 +13,10 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
-from services.shared.api_keys import Role, presented_principal
+from services.shared.api_keys import Role
 from services.shared.errors import install_error_handlers
 from services.shared.http_basics import HttpMetrics, install_http_basics
+from services.shared.key_auth import presented_principal
 from services.shared.settings import Settings
 
 log = logging.getLogger("dealreg.health")

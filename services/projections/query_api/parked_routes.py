@@ -23,9 +23,9 @@ from services.projections.projectors.read_model_projector import (
     ReadModelProjector,
     RetryOutcome,
 )
-from services.shared.api_keys import Admin
 from services.shared.errors import ApiError, error_responses
 from services.shared.http_basics import HttpMetrics
+from services.shared.key_auth import Admin
 from services.shared.openapi_contract import MAX_POSITION, Offset
 
 MAX_LIMIT = 500

@@ -49,9 +49,10 @@ from services.projections.read_model.progress import AppliedPosition
 from services.projections.read_model.queries import Interval, Page, ReadModelQueries, buckets
 from services.projections.read_model.tables import DealStatus, TotalsDimension
 from services.projections.read_model.visibility import event_for, meeting_for
-from services.shared.api_keys import ApiKeyStore, Auditor, Reader
+from services.shared.api_keys import ApiKeyStore
 from services.shared.errors import ApiError, error_responses
 from services.shared.http_basics import HttpMetrics
+from services.shared.key_auth import Auditor, Reader
 from services.shared.openapi_contract import INT64, MAX_POSITION, Offset
 
 POSITION_HEADER = "X-Log-Position"

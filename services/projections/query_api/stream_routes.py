@@ -40,9 +40,10 @@ from services.projections.read_model.progress import AppliedPosition, read_posit
 from services.projections.read_model.queries import ReadModelQueries, recorded_view
 from services.projections.read_model.tables import recorded_events
 from services.projections.read_model.visibility import PROVENANCE, Viewer, event_for
-from services.shared.api_keys import ApiKeyStore, BrowserReader
+from services.shared.api_keys import ApiKeyStore
 from services.shared.errors import STATUS_MEANINGS, ApiError, error_response
 from services.shared.http_basics import HttpMetrics
+from services.shared.key_auth import BrowserReader
 from services.shared.openapi_contract import INT64, MAX_POSITION
 
 log = logging.getLogger("dealreg.stream")

@@ -18,9 +18,10 @@ from services.registry.application.authority import Authority
 from services.registry.application.commands import RecordPartnerEvent
 from services.registry.application.handlers import RecordingService
 from services.registry.audit.routes import install_audit_api
-from services.shared.api_keys import ApiKeyStore, Principal, Writer
+from services.shared.api_keys import ApiKeyStore, Principal
 from services.shared.errors import ApiError, Error, ErrorBody, error_responses, validation_error
 from services.shared.http_basics import HttpMetrics
+from services.shared.key_auth import Writer
 
 MAX_BATCH_ITEMS = 1000
 SUBMISSION = TypeAdapter(Submission)

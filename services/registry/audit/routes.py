@@ -28,9 +28,9 @@ from services.registry.audit.responses import (
     VerificationAnswer,
 )
 from services.registry.audit.verification import verify_log
-from services.shared.api_keys import Auditor
 from services.shared.database import create_sql_engine
 from services.shared.errors import error_responses
+from services.shared.key_auth import Auditor
 from services.shared.openapi_contract import Offset
 from services.shared.settings import Settings
 
