@@ -105,10 +105,11 @@ def overview(queries: ReadModelQueries, travel: TimeTravel, viewer: Viewer) -> d
             "pledges": sum(i["pledge_count"] for i in sectors),
         },
         "counts": {
-            "deals": queries.deals(limit=1).total,
-            "firms": queries.firms(limit=1).total,
-            "meetings": queries.meetings(limit=1).total,
-        } if travel.past is None else PastLists(queries.engine).counts(travel.past.bound),
+            "deals": queries.deals(limit=1).total if travel.past is None
+            else len(PastLists(queries.engine).deal_states(travel.past.bound)),
+            "firms": queries.firms(limit=1, bound=travel.bound).total,
+            "meetings": queries.meetings(limit=1, bound=travel.bound).total,
+        },
         "grids": grids, "charts": charts, "over_time": growth,
     }
 
@@ -198,13 +199,6 @@ def _or_withheld(value: Any) -> Any:
     return WITHHELD if value is None else value
 
 
-def latest_summary(queries: ReadModelQueries, viewer: Viewer) -> dict[str, Any]:
-    """What the overview's live list polls: the position and the newest events."""
-    grid = latest_events(queries, viewer)
-    return {"position": queries.position(), "headings": list(grid.headings),
-            "rows": [[str(c) for c in row] for row in grid.rows]}
-
-
 DEAL_FILTERS = ("sector", "format", "status", "party")
 
 
@@ -267,14 +261,15 @@ def deal_page(queries: ReadModelQueries, travel: TimeTravel, viewer: Viewer, dea
     for f in deal["facilities"]:
         agreements.rows.append(["facility", f"{f['facility']} ({f['capacity']})", f["location"],
                                 f["announced_at"]])
-    history = queries.deal_events(deal_id, limit=500, offset=(events_page - 1) * 500)
-    assert history is not None
+    # The whole history once: the chain check needs all of it, the table shows a page.
+    history = deal_history(queries, deal_id)
+    shown = history[(events_page - 1) * EVENTS_PAGE:events_page * EVENTS_PAGE]
     events = Grid("events", "Full event history, in version order",
                   ("version", "position", "type", "occurred at", "recorded at", "recorded by",
                    "hash", "previous hash"), numeric=frozenset({0, 1}))
     timeline = Grid("timeline", "Status timeline", ("when (occurred)", "event", "status after"))
     status = "proposed"
-    for e in (event_for(viewer, e) for e in history.items):
+    for e in (event_for(viewer, e) for e in shown):
         events.rows.append([e["aggregate_version"], e["position"], e["type"], e["occurred_at"],
                             e["recorded_at"], _or_withheld(e["recorded_by"]), e["hash"],
                             e["previous_hash"]])
@@ -283,27 +278,31 @@ def deal_page(queries: ReadModelQueries, travel: TimeTravel, viewer: Viewer, dea
     return {"deal": deal, "current": current,
             "grids": {"pledges": pledges, "agreements": agreements, "timeline": timeline,
                       "events": events},
-            "events_total": history.total, "chain": deal_chain(queries, deal_id, stored_hashes)}
+            "events_total": len(history), "chain": deal_chain(history, stored_hashes)}
 
 
 StoredHashes = Callable[[Iterable[int]], dict[int, str | None]]
-CHAIN_PAGE = 500
+EVENTS_PAGE = 500
 
 
-def deal_chain(queries: ReadModelQueries, deal_id: UUID, stored_hashes: StoredHashes | None
-               ) -> ChainCheck:
-    """Whether the deal's whole history still forms its hash chain."""
+def deal_history(queries: ReadModelQueries, deal_id: UUID) -> list[dict[str, Any]]:
+    """Every event of a known deal, in version order, read a page at a time."""
     events: list[dict[str, Any]] = []
     while True:
-        page = queries.deal_events(deal_id, limit=CHAIN_PAGE, offset=len(events))
+        page = queries.deal_events(deal_id, limit=EVENTS_PAGE, offset=len(events))
         if page is None or not page.items:
-            break
+            return events
         events.extend(page.items)
         if len(events) >= page.total:
-            break
+            return events
+
+
+def deal_chain(history: list[dict[str, Any]], stored_hashes: StoredHashes | None
+               ) -> ChainCheck:
+    """Whether the deal's whole history still forms its hash chain."""
     recomputed = None if stored_hashes is None \
-        else stored_hashes([e["position"] for e in events])
-    return check_chain(events, recomputed)
+        else stored_hashes([e["position"] for e in history])
+    return check_chain(history, recomputed)
 
 
 AGREEMENTS = frozenset({"tech_transfer_signed", "joint_venture_formed", "facility_announced"})
@@ -322,9 +321,8 @@ def _status_after(event_type: str, payload: dict[str, Any], before: str) -> str:
 def firm_list(queries: ReadModelQueries, travel: TimeTravel, country: str | None,
               kind: str | None, page: int) -> dict[str, Any]:
     offset = (page - 1) * PAGE_SIZE
-    found = queries.firms(country=country, kind=kind, limit=PAGE_SIZE, offset=offset) \
-        if travel.past is None else PastLists(queries.engine).firms(
-            travel.past.bound, country=country, kind=kind, limit=PAGE_SIZE, offset=offset)
+    found = queries.firms(country=country, kind=kind, limit=PAGE_SIZE, offset=offset,
+                          bound=travel.bound)
     pledged = {i["firm"]["code"]: i for i in totals(queries, TotalsDimension.FIRM, travel)}
     grid = Grid("firms", "Firms", ("code", "name", "country", "kind", "pledges", "USD low",
                                    "USD high"), numeric=frozenset({4, 5, 6}))
@@ -351,7 +349,8 @@ def firm_page(queries: ReadModelQueries, travel: TimeTravel, code: str) -> dict[
                  if (full := queries.deal(UUID(summary["deal_id"]))) is not None]
     else:
         past = PastLists(queries.engine)
-        then = [f for f in past.firms(travel.past.bound, limit=500).items if f["code"] == code]
+        then = [f for f in queries.firms(limit=500, bound=travel.past.bound).items
+                if f["code"] == code]
         firm = then[0] if then else None
         whole = past.deals_with_pledges(travel.past.bound, code) if firm else []
     if firm is None:
@@ -385,9 +384,7 @@ def firm_page(queries: ReadModelQueries, travel: TimeTravel, code: str) -> dict[
 def meeting_list(queries: ReadModelQueries, travel: TimeTravel, viewer: Viewer, page: int
                  ) -> dict[str, Any]:
     offset = (page - 1) * PAGE_SIZE
-    found = queries.meetings(limit=PAGE_SIZE, offset=offset) if travel.past is None \
-        else PastLists(queries.engine).meetings(travel.past.bound, limit=PAGE_SIZE,
-                                                 offset=offset)
+    found = queries.meetings(limit=PAGE_SIZE, offset=offset, bound=travel.bound)
     grid = Grid("meetings", "Meetings, most recent first",
                 ("held", "title", "location", "closed door", "attendees", "government bodies",
                  "sectors"))

@@ -36,6 +36,11 @@ class TimeTravel:
     position: int
     problem: str | None = None
 
+    @property
+    def bound(self) -> PastBound | None:
+        """What the page's reads admit: None for the present."""
+        return None if self.past is None else self.past.bound
+
     def query(self) -> str:
         """The query string that keeps this moment on the next page ('' for the present)."""
         if self.past is None or self.clock is None:

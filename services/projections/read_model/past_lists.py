@@ -1,16 +1,15 @@
-"""The lists of deals, firms and meetings as they were at a past bound (a business time, a
-recorded position, or both), for the pages' time travel.
-
-Deals are folded from their history (rm_deal_events) by the projector's own rules
-(`deal_history.fold_deals`), so a past list costs O(history) like every other past deal view;
-firms and meetings are never changed once recorded, so their past is a filter on the rows.
+"""The deals as they were at a past bound (a business time, a recorded position, or both),
+for the pages' time travel: folded from their history (rm_deal_events) by the projector's
+own rules (`deal_history.fold_deals`), so a past list costs O(history) like every other past
+deal view. Firms and meetings never change once recorded: their past is a filter
+(`ReadModelQueries.firms` and `.meetings` with a bound).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from services.projections.read_model.deal_history import (
@@ -19,13 +18,13 @@ from services.projections.read_model.deal_history import (
     PastBound,
     fold_deals,
 )
-from services.projections.read_model.queries import Page
-from services.projections.read_model.tables import deal_events, firms, meetings
-from services.projections.read_model.views import deal_summary, deal_view, firm_view, meeting_view
+from services.projections.read_model.queries import Page, registered_by
+from services.projections.read_model.tables import deal_events
+from services.projections.read_model.views import deal_summary, deal_view
 
 
 class PastLists:
-    """What the pages list when they show the past."""
+    """The deals the pages list when they show the past."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -56,41 +55,6 @@ class PastLists:
         names = self._firm_names(bound)
         return [deal_view(s.deal, list(s.pledges.values()), names) for s in states]
 
-    def firms(self, bound: PastBound, country: str | None = None, kind: str | None = None,
-              limit: int = 50, offset: int = 0) -> Page:
-        """Firms registered by `bound`, by code."""
-        query = _registered_by(bound)
-        if country is not None:
-            query = query.where(firms.c.country == country)
-        if kind is not None:
-            query = query.where(firms.c.kind == kind)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(firms.c.code)).all()
-        return Page([firm_view(row._mapping) for row in rows[offset:offset + limit]], len(rows))
-
-    def meetings(self, bound: PastBound, limit: int = 50, offset: int = 0) -> Page:
-        """Meetings recorded and held by `bound`, most recent first."""
-        query = select(meetings).where(meetings.c.position <= bound.position)
-        if bound.occurred_until is not None:
-            query = query.where(meetings.c.occurred_at <= bound.occurred_until)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(meetings.c.occurred_at.desc(),
-                                               meetings.c.position.desc())).all()
-        return Page([meeting_view(row._mapping) for row in rows[offset:offset + limit]], len(rows))
-
-    def counts(self, bound: PastBound) -> dict[str, int]:
-        """How many deals, firms and meetings the lists hold at `bound`."""
-        return {"deals": len(self.deal_states(bound)),
-                "firms": self.firms(bound, limit=0).total,
-                "meetings": self.meetings(bound, limit=0).total}
-
     def _firm_names(self, bound: PastBound) -> dict[str, str]:
         with self.engine.connect() as conn:
-            return {row.code: row.name for row in conn.execute(_registered_by(bound))}
-
-
-def _registered_by(bound: PastBound) -> Select[Any]:
-    query = select(firms).where(firms.c.position <= bound.position)
-    if bound.occurred_until is not None:
-        query = query.where(firms.c.registered_at <= bound.occurred_until)
-    return query
+            return {row.code: row.name for row in conn.execute(registered_by(bound))}

@@ -403,10 +403,11 @@ class ReadModelQueries:
 
     def firms(
         self, country: str | None = None, kind: str | None = None, limit: int = 50,
-        offset: int = 0,
+        offset: int = 0, bound: PastBound | None = None,
     ) -> Page:
-        """Firms by code, optionally of one country or kind."""
-        query = select(firms)
+        """Firms by code, optionally of one country or kind; with `bound`, those registered
+        by then (firms never change once registered)."""
+        query = select(firms) if bound is None else registered_by(bound)
         if country is not None:
             query = query.where(firms.c.country == country)
         if kind is not None:
@@ -416,9 +417,14 @@ class ReadModelQueries:
             rows = conn.execute(query.order_by(firms.c.code).limit(limit).offset(offset)).all()
         return Page([firm_view(row._mapping) for row in rows], total)
 
-    def meetings(self, limit: int = 50, offset: int = 0) -> Page:
-        """Meetings, most recent first."""
+    def meetings(self, limit: int = 50, offset: int = 0, bound: PastBound | None = None
+                 ) -> Page:
+        """Meetings, most recent first; with `bound`, those recorded and held by then."""
         query = select(meetings)
+        if bound is not None:
+            query = query.where(meetings.c.position <= bound.position)
+            if bound.occurred_until is not None:
+                query = query.where(meetings.c.occurred_at <= bound.occurred_until)
         with self.engine.connect() as conn:
             total = _count(conn, query)
             rows = conn.execute(
@@ -589,6 +595,14 @@ def _group_ref(dimension: TotalsDimension, key: str, known: Mapping[str, Columns
         return {"firm": {"code": key, "name": known[key]["name"] if key in known else None,
                          "country": known[key]["country"] if key in known else None}}
     return {dimension.value: key}
+
+
+def registered_by(bound: PastBound) -> Select[Any]:
+    """The firms registered (recorded, and by business time) by `bound`."""
+    query = select(firms).where(firms.c.position <= bound.position)
+    if bound.occurred_until is not None:
+        query = query.where(firms.c.registered_at <= bound.occurred_until)
+    return query
 
 
 def _count(conn: Connection, query: Select[Any]) -> int:
