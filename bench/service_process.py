@@ -4,6 +4,7 @@ around a Kafka-protocol broker; with a partner key, a fresh PostgreSQL database 
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.shared.api_keys import ApiKeyStore, Role
 from services.shared.database import create_sql_engine
@@ -108,6 +110,9 @@ def distributed_services(data_dir: Path, database_url: str, env: dict[str, str] 
         topic = f"bench.events.{uuid.uuid4().hex[:8]}"
         create_topics(broker.bootstrap, topic, f"{topic}.dlq", partitions)
         env = {"DEALREG_DATABASE_URL": database_url, "DEALREG_DATA_DIR": str(data_dir),
+               # On PostgreSQL the tree-head signing key is configured, never made up.
+               "DEALREG_SIGNING_KEY": base64.b64encode(
+                   Ed25519PrivateKey.generate().private_bytes_raw()).decode(),
                "DEALREG_KAFKA_BOOTSTRAP": broker.bootstrap, "DEALREG_KAFKA_TOPIC": topic,
                **TANSU_CONSUMER_ENV, **(env or {})}
         started: list[subprocess.Popen[bytes]] = []

@@ -6,14 +6,22 @@ engine exists and no local server does, testcontainers starts one.
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ADMIN_URL = os.environ.get("DEALREG_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+# The key that signs tree heads, as an operator configures it for a PostgreSQL store (where
+# it is never created on the fly): one per test run, inherited by every process a test starts.
+# Tests of creating the key on first start (embedded mode) remove it (monkeypatch.delenv).
+os.environ.setdefault("DEALREG_SIGNING_KEY",
+                      base64.b64encode(Ed25519PrivateKey.generate().private_bytes_raw()).decode())
 
 
 def _local_postgres_answers() -> bool:

@@ -72,6 +72,10 @@ def create_service_app(
         app = FastAPI(title=title, version="0.1.0", description=description,
                       lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
+    # Parts installed later add their probes and facts here (the audit API its tree head).
+    report = dict(report or {})
+    app.state.readiness = readiness
+    app.state.readiness_report = report
     install_error_handlers(app)
     install_http_basics(app, settings, metrics)
 
@@ -98,7 +102,7 @@ def create_service_app(
         _log_changes(last_failures, failures)
         ready = not failures
         body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": checks}
-        for name, fact in (report or {}).items():
+        for name, fact in report.items():
             try:
                 body[name] = await run_in_threadpool(fact)
             except Exception:  # noqa: BLE001 - a fact is information, never a failure

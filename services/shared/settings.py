@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
@@ -52,8 +52,24 @@ class Settings(BaseSettings):
     )
     checkpoint_interval_seconds: float = Field(
         default=300.0, ge=0,
-        description="The write service records a Merkle checkpoint this often when the log "
-        "head moved; 0 turns interval checkpoints off",
+        description="A signed tree head is kept in the checkpoint history this often; in "
+        "between, the newest head is extended in place (the tree follows the log within a "
+        "second either way); 0 keeps every head",
+    )
+    tree_head_poll_seconds: float = Field(
+        default=0.25, gt=0, le=0.9,
+        description="How often the write service's follower looks for events other processes "
+        "wrote; it is woken at once by its own writes",
+    )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="The Ed25519 key that signs tree heads: PEM (PKCS8) or base64 of its "
+        "32-byte seed. Wins over signing_key_file",
+    )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="File holding that key (PEM). Unset: tree-head-signing.pem in data_dir, "
+        "created on first start with an SQLite store; on PostgreSQL the key must be given",
     )
     log_level: str = "INFO"
 

@@ -453,12 +453,12 @@ async def _checkpoints(audit: AuditDesk | None) -> Grid | None:
     if audit is None:
         return None
     answer = {"checkpoints": await run_in_threadpool(audit.checkpoint_list, 500)}
-    grid = Grid("checkpoints", "Checkpoints, newest first",
-                ("id", "last position", "events", "Merkle root", "recorded at", "reason"),
-                numeric=frozenset({0, 1, 2}))
+    grid = Grid("checkpoints", "Kept tree heads, newest first",
+                ("id", "last position", "events", "Merkle root", "recorded at", "reason",
+                 "signed"), numeric=frozenset({0, 1, 2}))
     for c in reversed(answer["checkpoints"]):
         grid.rows.append([c["id"], c["last_position"], c["event_count"], c["root"],
-                          c["created_at"], c["reason"]])
+                          c["created_at"], c["reason"], "yes" if c["signed"] else "no"])
     return grid
 
 

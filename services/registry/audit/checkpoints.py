@@ -1,15 +1,20 @@
-"""Checkpoints: Merkle roots over the event log from its first position to N, with the
-leaves they cover, kept in tables of their own beside the events.
+"""Checkpoints: signed tree heads over the event log from its first position to N, with the
+leaves they cover and the interior nodes proofs need, in tables of their own beside the
+events.
 
-The leaves are kept so that verification can name the first event that differs from what
-a checkpoint covered, not just say that a root changed. A checkpoint also keeps the
-frontier of its tree, so the next one hashes only the events recorded since.
+The tree is extended continuously (`extend_tree`, run by the write service's follower within
+a second of every commit): the newest "continuous" checkpoint row is extended in place until
+it is `keep_seconds` old, then a new row starts, so the history keeps one signed head per
+interval and the newest head is never more than a moment behind the log. The leaves are kept
+so that verification can name the first event that differs from what a head covered; nodes
+of 16 leaves and more are kept so that a proof reads a few dozen rows, not the whole tree.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +23,7 @@ from typing import Any, Literal
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     DateTime,
     Engine,
     Integer,
@@ -27,19 +33,32 @@ from sqlalchemy import (
     Text,
     func,
     insert,
+    inspect,
+    or_,
     select,
     text,
+    update,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from services.registry.adapters.event_store import DealRegistryStore
-from services.registry.audit.logged_events import read_logged_events
-from services.registry.audit.merkle import Frontier
+from services.registry.audit.logged_events import (
+    LEAF_FORMAT,
+    LEGACY_LEAF_FORMAT,
+    read_logged_events,
+)
+from services.registry.audit.merkle import Frontier, node_hash, root_of, split_point
+from services.registry.audit.signing import SignedTreeHead
+from services.registry.audit.tree_head_key import TreeHeadSigner
 from services.shared.settings import Settings, sqlalchemy_url
 
 log = logging.getLogger("dealreg.audit")
 
-Reason = Literal["interval", "on_demand"]
+# interval: taken by the interval checkpointer before heads were continuous (still read).
+Reason = Literal["continuous", "on_demand", "interval"]
+# Perfect subtrees of 2**NODE_LEVEL_FROM leaves and more are stored; smaller ones are
+# recomputed from at most that many leaves.
+NODE_LEVEL_FROM = 4
 
 audit_tables = MetaData()
 checkpoint_table = Table(
@@ -52,6 +71,11 @@ checkpoint_table = Table(
     Column("frontier", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("reason", String(20), nullable=False),
+    # Added with signed heads; NULL in rows recorded before (unsigned, leaf format 1).
+    Column("timestamp_ms", BigInteger, nullable=True),
+    Column("key_id", String(64), nullable=True),
+    Column("signature", Text, nullable=True),
+    Column("leaf_format", Integer, nullable=True),
 )
 leaf_table = Table(
     "dealreg_audit_leaves",
@@ -61,6 +85,21 @@ leaf_table = Table(
     Column("aggregate_id", String(36), nullable=False),
     Column("version", Integer, nullable=False),
     Column("leaf", String(64), nullable=False),
+)
+node_table = Table(
+    "dealreg_audit_nodes",
+    audit_tables,
+    # The root of the perfect subtree over leaves [index * 2**level, (index + 1) * 2**level).
+    Column("level", Integer, primary_key=True, autoincrement=False),
+    Column("node_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+)
+# Columns added to tables that existing stores already have: (table, column, SQL type).
+ADDED_COLUMNS = (
+    ("dealreg_audit_checkpoints", "timestamp_ms", "BIGINT"),
+    ("dealreg_audit_checkpoints", "key_id", "VARCHAR(64)"),
+    ("dealreg_audit_checkpoints", "signature", "TEXT"),
+    ("dealreg_audit_checkpoints", "leaf_format", "INTEGER"),
 )
 
 
@@ -80,14 +119,26 @@ class Checkpoint:
     frontier: list[str]
     created_at: datetime
     reason: str
+    timestamp_ms: int | None = None
+    key_id: str | None = None
+    signature: str | None = None
+    leaf_format: int = LEGACY_LEAF_FORMAT
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "last_position": self.last_position,
                 "event_count": self.event_count, "root": self.root,
-                "created_at": self.created_at.isoformat(), "reason": self.reason}
+                "created_at": self.created_at.isoformat(), "reason": self.reason,
+                "signed": self.signature is not None, "leaf_format": self.leaf_format}
 
     def tree(self) -> Frontier:
         return Frontier(self.event_count, [bytes.fromhex(h) for h in self.frontier])
+
+    def signed_head(self) -> SignedTreeHead | None:
+        if self.signature is None or self.key_id is None or self.timestamp_ms is None:
+            return None
+        return SignedTreeHead(tree_size=self.event_count, timestamp_ms=self.timestamp_ms,
+                              root_hash=self.root, last_position=self.last_position,
+                              key_id=self.key_id, signature=self.signature)
 
 
 @dataclass(frozen=True)
@@ -100,39 +151,95 @@ class StoredLeaf:
 
 
 class CheckpointStore:
-    """Records checkpoints and the leaves they cover; reads them back in log order."""
+    """Records checkpoints, the leaves they cover and the tree's nodes; reads them back."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
     def create_schema(self) -> None:
-        """Idempotent; a process racing another to create the tables finds them made."""
+        """Idempotent, and migrates a store made before signed heads (adds their columns);
+        a process racing another to create the tables finds them made."""
         try:
             audit_tables.create_all(self.engine)
         except (IntegrityError, ProgrammingError, OperationalError):
             audit_tables.create_all(self.engine)
+        for table, column, sql_type in ADDED_COLUMNS:
+            present = {c["name"] for c in inspect(self.engine).get_columns(table)}
+            if column in present:
+                continue
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+            except (ProgrammingError, OperationalError):
+                # Another process added it first.
+                if column not in {c["name"] for c in inspect(self.engine).get_columns(table)}:
+                    raise
+            log.info("audit tables migrated: %s.%s added", table, column)
+        self.backfill_nodes()
+
+    def backfill_nodes(self, page_size: int = 5000) -> int:
+        """Store the nodes of leaves recorded before nodes were (a store whose checkpoints
+        predate signed heads), so proofs over them read a few rows too. Returns how many."""
+        with self.engine.connect() as conn:
+            leaves = conn.execute(select(func.count()).select_from(leaf_table)).scalar_one()
+            nodes = conn.execute(select(func.count()).select_from(node_table)).scalar_one()
+        if not leaves or nodes:
+            return 0
+        tree = Frontier()
+        written = 0
+        while tree.size < leaves:
+            page = self.leaves_by_index(tree.size, tree.size + page_size)
+            if not page:
+                break
+            batch = [{"level": level, "node_index": index, "hash": digest.hex()}
+                     for leaf in page for level, index, digest in tree.append(leaf)
+                     if level >= NODE_LEVEL_FROM]
+            if batch:
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(insert(node_table), batch)
+                except IntegrityError:
+                    log.info("another process is backfilling the tree's nodes")
+                    return written
+                written += len(batch)
+        log.info("audit tables migrated: %d tree nodes stored for %d earlier leaves", written,
+                 tree.size)
+        return written
+
+    def iter_checkpoints(self, page_size: int = 1000) -> Iterator[Checkpoint]:
+        """Every checkpoint, oldest first, a page at a time."""
+        offset = 0
+        while True:
+            recorded, _ = self.page(page_size, offset, count=False)
+            yield from recorded
+            if len(recorded) < page_size:
+                return
+            offset += page_size
 
     def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint, oldest first."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(checkpoint_table).order_by(
-                checkpoint_table.c.event_count, checkpoint_table.c.id)).all()
-        return [_checkpoint(row) for row in rows]
+        return list(self.iter_checkpoints())
 
-    def page(self, limit: int, offset: int) -> tuple[list[Checkpoint], int]:
+    def page(self, limit: int, offset: int, count: bool = True) -> tuple[list[Checkpoint], int]:
         """One page of the checkpoints, oldest first, and how many there are in all."""
         with self.engine.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(checkpoint_table)).scalar_one()
+            total = 0
+            if count:
+                total = conn.execute(select(func.count()).select_from(checkpoint_table)
+                                     ).scalar_one()
             rows = conn.execute(select(checkpoint_table).order_by(
                 checkpoint_table.c.event_count, checkpoint_table.c.id,
             ).limit(limit).offset(offset)).all()
         return [_checkpoint(row) for row in rows], int(total)
 
-    def latest(self) -> Checkpoint | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(checkpoint_table).order_by(
-                checkpoint_table.c.event_count.desc(), checkpoint_table.c.id.desc()
-            ).limit(1)).first()
+    def latest(self, conn: Connection | None = None) -> Checkpoint | None:
+        query = select(checkpoint_table).order_by(
+            checkpoint_table.c.event_count.desc(), checkpoint_table.c.id.desc()).limit(1)
+        if conn is not None:
+            row = conn.execute(query).first()
+        else:
+            with self.engine.connect() as own:
+                row = own.execute(query).first()
         return None if row is None else _checkpoint(row)
 
     def covering(self, position: int) -> Checkpoint | None:
@@ -142,6 +249,22 @@ class CheckpointStore:
                 checkpoint_table.c.last_position >= position
             ).order_by(checkpoint_table.c.event_count, checkpoint_table.c.id).limit(1)).first()
         return None if row is None else _checkpoint(row)
+
+    def of_size(self, size: int) -> Checkpoint | None:
+        """The newest checkpoint whose tree has exactly `size` leaves."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(checkpoint_table).where(
+                checkpoint_table.c.event_count == size
+            ).order_by(checkpoint_table.c.id.desc()).limit(1)).first()
+        return None if row is None else _checkpoint(row)
+
+    def legacy_leaves_until(self) -> int:
+        """The last position whose leaf has the legacy format 1 (0: none has)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(select(func.max(checkpoint_table.c.last_position)).where(
+                or_(checkpoint_table.c.leaf_format.is_(None),
+                    checkpoint_table.c.leaf_format == LEGACY_LEAF_FORMAT))).scalar()
+        return int(value or 0)
 
     def stored_leaves(self, after: int = 0, page_size: int = 5000) -> Iterator[StoredLeaf]:
         """The leaves checkpoints covered, by position, a page at a time."""
@@ -156,6 +279,13 @@ class CheckpointStore:
                 return
             after = rows[-1].position
 
+    def leaf_at(self, position: int) -> StoredLeaf | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(leaf_table).where(leaf_table.c.position == position)
+                               ).first()
+        return None if row is None else StoredLeaf(row.position, row.leaf_index,
+                                                   row.aggregate_id, row.version, row.leaf)
+
     def leaves_by_index(self, start: int, end: int) -> list[bytes]:
         """Leaf hashes with leaf_index in [start, end), in tree order."""
         with self.engine.connect() as conn:
@@ -164,79 +294,165 @@ class CheckpointStore:
             ).order_by(leaf_table.c.leaf_index)).all()
         return [bytes.fromhex(row.leaf) for row in rows]
 
+    def tree(self) -> StoredTree:
+        return StoredTree(self)
+
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(checkpoint_table))
                        .scalar_one())
 
 
-def take_checkpoint(
-    store: DealRegistryStore, checkpoints: CheckpointStore, reason: Reason,
-    events_per_transaction: int = 50_000,
+class StoredTree:
+    """The tree's subtree roots read from the stored nodes and leaves (merkle.SubtreeRoots):
+    a proof reads O(log n) rows, each perfect subtree at most 2**NODE_LEVEL_FROM leaves."""
+
+    def __init__(self, checkpoints: CheckpointStore) -> None:
+        self.checkpoints = checkpoints
+        self._known: dict[tuple[int, int], bytes] = {}
+
+    def subtree_root(self, low: int, high: int) -> bytes:
+        known = self._known.get((low, high))
+        if known is not None:
+            return known
+        size = high - low
+        if size & (size - 1) == 0 and low % size == 0:
+            level = size.bit_length() - 1
+            root = self._perfect(level, low // size, low, high)
+        else:
+            middle = low + split_point(size)
+            root = node_hash(self.subtree_root(low, middle), self.subtree_root(middle, high))
+        self._known[(low, high)] = root
+        return root
+
+    def _perfect(self, level: int, index: int, low: int, high: int) -> bytes:
+        if level >= NODE_LEVEL_FROM:
+            with self.checkpoints.engine.connect() as conn:
+                stored = conn.execute(select(node_table.c.hash).where(
+                    node_table.c.level == level, node_table.c.node_index == index)).scalar()
+            if stored is None:
+                raise LookupError(f"no stored node covers leaves {low}..{high - 1}")
+            return bytes.fromhex(stored)
+        leaves = self.checkpoints.leaves_by_index(low, high)
+        if len(leaves) != high - low:
+            raise LookupError(f"leaves {low}..{high - 1} are not all stored")
+        return root_of(leaves)
+
+
+def extend_tree(
+    store: DealRegistryStore, checkpoints: CheckpointStore, signer: TreeHeadSigner,
+    reason: Reason = "continuous", keep_seconds: float = 300.0,
+    events_per_transaction: int = 5000, until: int | None = None,
 ) -> Checkpoint | None:
-    """Record a checkpoint at the log's current head and return it. An interval checkpoint
-    is skipped (None) when the head has not moved since the last one; an on-demand one never
-    is. A long backlog is covered by several checkpoints of `events_per_transaction` events,
-    so the writers sharing a SQLite file are never locked out for long."""
-    head = store.head_position()
-    taken: Checkpoint | None = None
+    """Extend the tree to the log's head (or `until`) and sign its head; returns the
+    checkpoint row written last, or None when there was nothing to do.
+
+    "continuous" extends the newest continuous row while it is younger than `keep_seconds`
+    and starts a new row after; "on_demand" always records a new row, even over an
+    unchanged log. A long backlog is covered `events_per_transaction` events at a time, so
+    the writers sharing a SQLite file are never locked out for long."""
+    head = store.head_position() if until is None else until
+    written: Checkpoint | None = None
     races = 0
     while True:
         previous = checkpoints.latest()
         tree = Frontier() if previous is None else previous.tree()
         last_position = 0 if previous is None else previous.last_position
-        if last_position >= head and (reason == "interval" or taken is not None):
-            return taken
+        if last_position >= head and (reason == "continuous" or written is not None):
+            return written
         leaves: list[dict[str, Any]] = []
+        nodes: list[dict[str, Any]] = []
         # Hashing happens before the transaction opens: the lock is held only to write.
-        for event in read_logged_events(store, after=last_position, until=head):
-            leaf = event.leaf()
+        for event in read_logged_events(store, after=last_position, until=head,
+                                        decode=False):
+            leaf = event.leaf(LEAF_FORMAT)
             leaves.append({"position": event.position, "leaf_index": tree.size,
                            "aggregate_id": event.aggregate_id, "version": event.version,
                            "leaf": leaf.hex()})
-            tree.append(leaf)
+            for level, index, digest in tree.append(leaf):
+                if level >= NODE_LEVEL_FROM:
+                    nodes.append({"level": level, "node_index": index, "hash": digest.hex()})
             last_position = event.position
             if len(leaves) >= events_per_transaction:
                 break
-        recorded = _record(checkpoints, previous, leaves, tree, last_position, reason)
+        if not leaves and reason == "continuous":
+            return written
+        recorded = _record(checkpoints, signer, previous, leaves, nodes, tree, last_position,
+                           reason, keep_seconds)
         if recorded is None:
             races += 1
-            if races > 5:
-                raise RuntimeError("could not record a checkpoint: other processes keep "
-                                   "recording theirs first")
+            if races > 20:
+                raise RuntimeError("could not extend the tree: other processes keep "
+                                   "extending it first")
             continue
-        taken = recorded
+        written = recorded
         if last_position >= head:
-            return taken
+            return written
+
+
+def take_checkpoint(
+    store: DealRegistryStore, checkpoints: CheckpointStore, signer: TreeHeadSigner,
+    reason: Reason = "on_demand",
+) -> Checkpoint:
+    """Record a signed head at the log's current head now, as a row of its own."""
+    taken = extend_tree(store, checkpoints, signer, reason)
+    assert taken is not None  # an on-demand head is recorded even over an unchanged log
+    return taken
 
 
 def _record(
-    checkpoints: CheckpointStore, previous: Checkpoint | None, leaves: list[dict[str, Any]],
-    tree: Frontier, last_position: int, reason: Reason,
+    checkpoints: CheckpointStore, signer: TreeHeadSigner, previous: Checkpoint | None,
+    leaves: list[dict[str, Any]], nodes: list[dict[str, Any]], tree: Frontier,
+    last_position: int, reason: Reason, keep_seconds: float,
 ) -> Checkpoint | None:
-    """Write the leaves and the checkpoint in one transaction; None if another process
-    recorded a checkpoint since `previous` was read."""
-    values = {"last_position": last_position, "event_count": tree.size,
-              "root": tree.root().hex(),
-              "frontier": json.dumps([h.hex() for h in tree.subtree_roots]),
-              "created_at": datetime.now(UTC), "reason": reason}
+    """Write the leaves, nodes and signed head in one transaction; None if another process
+    changed the newest checkpoint since `previous` was read."""
+    now = datetime.now(UTC)
+    head = signer.sign(tree.size, int(time.time() * 1000), tree.root(), last_position)
+    values: dict[str, Any] = {
+        "last_position": last_position, "event_count": tree.size, "root": head.root_hash,
+        "frontier": json.dumps([h.hex() for h in tree.subtree_roots]),
+        "timestamp_ms": head.timestamp_ms, "key_id": head.key_id,
+        "signature": head.signature, "leaf_format": LEAF_FORMAT}
+    extend_in_place = (
+        reason == "continuous" and previous is not None and previous.reason == "continuous"
+        and previous.signature is not None
+        and (now - previous.created_at).total_seconds() < keep_seconds)
     try:
         with checkpoints.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
-                # Serialises checkpoint writers across processes; released at commit.
+                # Serialises tree writers across processes; released at commit.
                 conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('dealreg_audit'))"))
-            latest_id = conn.execute(select(func.max(checkpoint_table.c.id))).scalar()
-            if latest_id != (None if previous is None else previous.id):
+            latest = checkpoints.latest(conn)
+            if (latest is None) != (previous is None) or (
+                latest is not None and previous is not None
+                and (latest.id, latest.event_count) != (previous.id, previous.event_count)
+            ):
                 return None
             if leaves:
                 conn.execute(insert(leaf_table), leaves)
-            inserted = conn.execute(insert(checkpoint_table).values(**values))
-            new_id = inserted.inserted_primary_key[0]  # type: ignore[index]
+            if nodes:
+                conn.execute(insert(node_table), nodes)
+            if extend_in_place:
+                assert previous is not None
+                conn.execute(update(checkpoint_table).where(
+                    checkpoint_table.c.id == previous.id).values(**values))
+                row = {"id": previous.id, "created_at": previous.created_at,
+                       "reason": previous.reason, **values}
+            else:
+                row = {"created_at": now, "reason": reason, **values}
+                inserted = conn.execute(insert(checkpoint_table).values(**row))
+                row["id"] = inserted.inserted_primary_key[0]  # type: ignore[index]
     except IntegrityError:
-        log.info("another process recorded the same leaves first; starting again from its "
-                 "checkpoint")
+        log.info("another process extended the tree first; starting again from its head")
         return None
-    return _checkpoint({"id": new_id, **values})
+    except OperationalError as exc:
+        # SQLite: another writer's transaction holds the file; anything else is a fault.
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        log.info("the store is busy with another writer; starting again")
+        return None
+    return _checkpoint(row)
 
 
 def _checkpoint(row: Any) -> Checkpoint:
@@ -247,5 +463,6 @@ def _checkpoint(row: Any) -> Checkpoint:
     return Checkpoint(id=int(values["id"]), last_position=int(values["last_position"]),
                       event_count=int(values["event_count"]), root=values["root"],
                       frontier=json.loads(values["frontier"]), created_at=created_at,
-                      reason=values["reason"])
-
+                      reason=values["reason"], timestamp_ms=values.get("timestamp_ms"),
+                      key_id=values.get("key_id"), signature=values.get("signature"),
+                      leaf_format=int(values.get("leaf_format") or LEGACY_LEAF_FORMAT))

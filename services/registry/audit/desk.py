@@ -13,6 +13,7 @@ from services.registry.adapters.event_store import DealRegistryStore
 from services.registry.audit.checkpoints import CheckpointStore, take_checkpoint
 from services.registry.audit.export import export_events
 from services.registry.audit.logged_events import logged_event
+from services.registry.audit.tree_head_key import TreeHeadSigner
 from services.registry.audit.verification import verify_log
 
 
@@ -20,9 +21,11 @@ from services.registry.audit.verification import verify_log
 class RegistryAuditDesk:
     store: DealRegistryStore
     checkpoints: CheckpointStore
+    signer: TreeHeadSigner
 
     def verify(self) -> dict[str, Any]:
-        return verify_log(self.store, self.checkpoints).as_dict()
+        return verify_log(self.store, self.checkpoints,
+                          public_key=self.signer.public_key).as_dict()
 
     def checkpoint_list(self, limit: int) -> list[dict[str, Any]]:
         recorded, _ = self.checkpoints.page(limit, 0)
@@ -30,7 +33,7 @@ class RegistryAuditDesk:
 
     def checkpoint_now(self) -> None:
         """Record a checkpoint at the log's head, as `POST /v1/audit/checkpoints` does."""
-        take_checkpoint(self.store, self.checkpoints, "on_demand")
+        take_checkpoint(self.store, self.checkpoints, self.signer)
 
     def latest_checkpointed_position(self) -> int | None:
         latest = self.checkpoints.latest()
@@ -40,7 +43,8 @@ class RegistryAuditDesk:
         """The NDJSON export of positions first..last; raises ExportRefused (its message
         says why) where the range cannot be exported."""
         out = io.StringIO()
-        export_events(self.store, self.checkpoints, first, last, out, proofs=proofs)
+        export_events(self.store, self.checkpoints, first, last, out, proofs=proofs,
+                      signer=self.signer)
         return out.getvalue()
 
     def stored_hashes(self, positions: Iterable[int]) -> dict[int, str | None]:

@@ -1,13 +1,16 @@
-"""Verification: walk the whole log in order and recompute everything a tamperer would
-have to forge, reporting the first event that fails.
+"""Verification: walk the log and recompute everything a tamperer would have to forge,
+reporting the first event that fails. Memory stays bounded whatever the log's size.
 
-Three independent checks, each catching what the others cannot:
-- hash chains: each event's previous_hash equals the recomputed hash of the version before
-  it, and versions run 1, 2, 3... in log order (an edit or deletion inside an aggregate);
-- stored leaves: each event's recomputed leaf equals the leaf a checkpoint covered at that
-  position (an edit, deletion or swap anywhere up to the last checkpoint, named exactly);
-- checkpoint roots: the root over the current events up to a checkpoint's position equals
-  the recorded root (an edit of the stored leaves or of the checkpoint itself).
+Two passes, each holding a page of events and little else:
+- in log order, hashing stored bytes without decoding them: each event's recomputed leaf
+  equals the leaf a signed head covered at that position (an edit, deletion, truncation or
+  swap anywhere the tree covers, named exactly; the follower keeps the tree within a second
+  of the log's head), and each head's root and signature hold over the events as they are
+  now (an edit of the stored leaves or heads);
+- in aggregate order (the events table's key): each event decodes, each aggregate's versions
+  run 1, 2, 3... in log order, and each event's previous_hash equals the recomputed hash of
+  the version before it (an edit or deletion inside an aggregate).
+Every hash is recomputed from the state as it was written, never through an upcaster.
 """
 
 from __future__ import annotations
@@ -16,15 +19,31 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from services.registry.adapters.event_store import DealRegistryStore
 from services.registry.audit.checkpoints import Checkpoint, CheckpointStore, StoredLeaf
-from services.registry.audit.logged_events import LoggedEvent, read_logged_events
+from services.registry.audit.logged_events import (
+    LEAF_FORMAT,
+    LEGACY_LEAF_FORMAT,
+    LoggedEvent,
+    read_logged_events,
+    read_logged_events_by_aggregate,
+)
 from services.registry.audit.merkle import Frontier
+from services.registry.audit.signing import verify_tree_head
 from services.registry.domain.recorded import GENESIS_HASH
 
-FailureKind = Literal["undecodable", "hash_chain_broken", "version_gap", "checkpoint_mismatch"]
+FailureKind = Literal["undecodable", "hash_chain_broken", "version_gap", "checkpoint_mismatch",
+                      "signature_invalid"]
 MAX_FAILURES = 100
-Progress = Callable[[int, int], None]  # (events checked, head position)
+# (pass, events checked in it, events in the log when verification began)
+Progress = Callable[[str, int, int], None]
+LEAF_FORMAT_MEANING = {
+    LEGACY_LEAF_FORMAT: "position, aggregate, version and event hash (heads taken before "
+                        "leaves bound the stored bytes)",
+    LEAF_FORMAT: "position, aggregate, version, event hash and SHA-256 of the stored bytes",
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +61,11 @@ class VerificationReport:
     events_checked: int = 0
     aggregates: int = 0
     checkpoints_checked: int = 0
+    signed_heads: int = 0
+    unsigned_heads: int = 0
+    signatures_checked: bool = False
+    covered_position: int = 0  # the last position a checkpoint covers
+    leaf_formats: list[dict[str, Any]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     more_failures: bool = False
 
@@ -57,23 +81,18 @@ class VerificationReport:
         return {"ok": self.ok, "head_position": self.head_position,
                 "events_checked": self.events_checked, "aggregates": self.aggregates,
                 "checkpoints_checked": self.checkpoints_checked,
+                "signed_heads": self.signed_heads, "unsigned_heads": self.unsigned_heads,
+                "signatures_checked": self.signatures_checked,
+                "covered_position": self.covered_position,
+                "leaf_formats": self.leaf_formats,
                 "first_failure": None if self.ok else asdict(self.failures[0]),
                 "failures": [asdict(f) for f in self.failures],
                 "more_failures": self.more_failures}
 
 
-class _Walk:
-    """State carried along the log: each aggregate's newest version and hash, the tree so
-    far, and the next stored leaf and checkpoint to compare against."""
-
-    def __init__(self, checkpoints: list[Checkpoint], stored: Iterator[StoredLeaf]) -> None:
-        self.report = VerificationReport()
-        self.chains: dict[str, tuple[int, str, int]] = {}  # id -> (version, hash, position)
-        self.tree = Frontier()
-        self.pending_checkpoints = list(checkpoints)
-        self.stored = stored
-        self.next_leaf: StoredLeaf | None = next(stored, None)
-        self.first_leaf_mismatch: int | None = None
+class _Findings:
+    def __init__(self, report: VerificationReport) -> None:
+        self.report = report
 
     def fail(self, position: int, aggregate_id: str, version: int, kind: FailureKind,
              detail: str) -> None:
@@ -82,19 +101,35 @@ class _Walk:
             return
         self.report.failures.append(Failure(position, aggregate_id, version, kind, detail))
 
+
+class _LogOrderWalk:
+    """Pass 1: the tree so far, and the next stored leaf and head to compare against."""
+
+    def __init__(self, findings: _Findings, heads: Iterator[Checkpoint],
+                 stored: Iterator[StoredLeaf], legacy_until: int,
+                 public_key: Ed25519PublicKey | None) -> None:
+        self.findings = findings
+        self.report = findings.report
+        self.tree = Frontier()
+        self.heads = heads
+        self.next_head: Checkpoint | None = next(heads, None)
+        self.stored = stored
+        self.next_leaf: StoredLeaf | None = next(stored, None)
+        self.legacy_until = legacy_until
+        self.public_key = public_key
+        self.first_leaf_mismatch: int | None = None
+
     def event(self, event: LoggedEvent) -> None:
-        leaf = event.leaf()
-        self.close_checkpoints_before(event.position)
+        self.close_heads_before(event.position)
+        leaf_format = LEGACY_LEAF_FORMAT if event.position <= self.legacy_until else LEAF_FORMAT
+        leaf = event.leaf(leaf_format)
         self.compare_stored_leaf(event, leaf)
-        self.check_chain(event)
         self.tree.append(leaf)
         self.report.events_checked += 1
 
     def compare_stored_leaf(self, event: LoggedEvent, leaf: bytes) -> None:
         while self.next_leaf is not None and self.next_leaf.position < event.position:
-            missing = self.next_leaf
-            self.leaf_mismatch(missing.position, missing.aggregate_id, missing.version,
-                               "a checkpointed event is missing from the log")
+            self.missing(self.next_leaf)
             self.next_leaf = next(self.stored, None)
         if self.next_leaf is None or self.next_leaf.position != event.position:
             return
@@ -103,80 +138,134 @@ class _Walk:
         if expected.leaf == leaf.hex():
             return
         if (expected.aggregate_id, expected.version) != (event.aggregate_id, event.version):
-            detail = (f"the checkpoint covered {expected.aggregate_id} version "
+            detail = (f"the signed tree covered {expected.aggregate_id} version "
                       f"{expected.version} here; the log now holds another event")
         else:
-            detail = "the event's content differs from what the checkpoint covered"
+            detail = "the event's stored bytes differ from what the signed tree covered"
         self.leaf_mismatch(event.position, event.aggregate_id, event.version, detail)
+
+    def missing(self, leaf: StoredLeaf) -> None:
+        self.leaf_mismatch(leaf.position, leaf.aggregate_id, leaf.version,
+                           "an event the signed tree covered is missing from the log")
 
     def leaf_mismatch(self, position: int, aggregate_id: str, version: int, detail: str) -> None:
         if self.first_leaf_mismatch is None:
             self.first_leaf_mismatch = position
-        self.fail(position, aggregate_id, version, "checkpoint_mismatch", detail)
+        self.findings.fail(position, aggregate_id, version, "checkpoint_mismatch", detail)
 
-    def check_chain(self, event: LoggedEvent) -> None:
-        if event.problem is not None:
-            self.fail(event.position, event.aggregate_id, event.version, "undecodable",
-                      f"the stored event {event.problem}")
-        before = self.chains.get(event.aggregate_id)
-        expected_version = 1 if before is None else before[0] + 1
-        if event.version != expected_version:
-            self.fail(event.position, event.aggregate_id, event.version, "version_gap",
-                      f"expected version {expected_version} of this aggregate, found "
-                      f"{event.version}")
-        elif event.previous_hash is not None and event.problem is None:
-            expected_hash = GENESIS_HASH if before is None else before[1]
-            if event.previous_hash != expected_hash:
-                where = "" if before is None else f" (at position {before[2]})"
-                self.fail(event.position, event.aggregate_id, event.version,
-                          "hash_chain_broken",
-                          f"previous_hash does not match the recomputed hash of version "
-                          f"{event.version - 1}{where}: this event or that one was altered")
-        if before is None or event.version > before[0]:
-            self.chains[event.aggregate_id] = (event.version, event.event_hash, event.position)
-
-    def close_checkpoints_before(self, position: int | None) -> None:
-        """Compare every checkpoint ending before `position` (None: all that remain)."""
-        while self.pending_checkpoints and (
-            position is None or self.pending_checkpoints[0].last_position < position
+    def close_heads_before(self, position: int | None) -> None:
+        """Compare every head ending before `position` (None: all that remain)."""
+        while self.next_head is not None and (
+            position is None or self.next_head.last_position < position
         ):
-            checkpoint = self.pending_checkpoints.pop(0)
-            self.report.checkpoints_checked += 1
-            root = self.tree.root().hex()
-            if root == checkpoint.root and self.tree.size == checkpoint.event_count:
-                continue
-            if self.first_leaf_mismatch is not None:
-                continue  # already reported, at the first event that differs
-            self.fail(checkpoint.last_position, "", 0, "checkpoint_mismatch",
-                      f"checkpoint {checkpoint.id} ({checkpoint.event_count} events to "
-                      f"position {checkpoint.last_position}) has root {checkpoint.root}; "
-                      f"the log gives {root} over {self.tree.size} events, though every "
-                      "event matches its stored leaf: the checkpoint or its leaves were "
-                      "altered")
+            head = self.next_head
+            self.next_head = next(self.heads, None)
+            self.check_head(head)
 
-    def finish(self, head: int) -> VerificationReport:
-        self.close_checkpoints_before(None)
+    def check_head(self, head: Checkpoint) -> None:
+        self.report.checkpoints_checked += 1
+        self.report.covered_position = max(self.report.covered_position, head.last_position)
+        signed = head.signed_head()
+        if signed is None:
+            self.report.unsigned_heads += 1
+        else:
+            self.report.signed_heads += 1
+            if self.public_key is not None and not verify_tree_head(signed, self.public_key):
+                self.findings.fail(head.last_position, "", 0, "signature_invalid",
+                                   f"checkpoint {head.id} ({head.event_count} events) is not "
+                                   "signed by the registry's key: its head was altered or "
+                                   "forged")
+        root = self.tree.root().hex()
+        if root == head.root and self.tree.size == head.event_count:
+            return
+        if self.first_leaf_mismatch is not None:
+            return  # already reported, at the first event that differs
+        self.findings.fail(
+            head.last_position, "", 0, "checkpoint_mismatch",
+            f"checkpoint {head.id} ({head.event_count} events to position "
+            f"{head.last_position}) has root {head.root}; the log gives {root} over "
+            f"{self.tree.size} events, though every event matches its stored leaf: the "
+            "checkpoint or its leaves were altered")
+
+    def finish(self) -> None:
+        self.close_heads_before(None)
         while self.next_leaf is not None:
-            missing = self.next_leaf
-            self.leaf_mismatch(missing.position, missing.aggregate_id, missing.version,
-                               "a checkpointed event is missing from the log")
+            self.missing(self.next_leaf)
             self.next_leaf = next(self.stored, None)
-        self.report.head_position = head
-        self.report.aggregates = len(self.chains)
-        self.report.failures.sort(key=lambda f: f.position)
-        return self.report
+
+
+class _ChainWalk:
+    """Pass 2: one aggregate at a time, in version order."""
+
+    def __init__(self, findings: _Findings) -> None:
+        self.findings = findings
+        self.current: str | None = None
+        self.before: LoggedEvent | None = None
+
+    def event(self, event: LoggedEvent) -> None:
+        if event.aggregate_id != self.current:
+            self.current = event.aggregate_id
+            self.before = None
+            self.findings.report.aggregates += 1
+        before = self.before
+        if event.problem is not None:
+            self.findings.fail(event.position, event.aggregate_id, event.version,
+                               "undecodable", f"the stored event {event.problem}")
+        expected_version = 1 if before is None else before.version + 1
+        if event.version != expected_version:
+            self.findings.fail(event.position, event.aggregate_id, event.version,
+                               "version_gap", f"expected version {expected_version} of this "
+                               f"aggregate, found {event.version}")
+        elif before is not None and event.position <= before.position:
+            self.findings.fail(event.position, event.aggregate_id, event.version,
+                               "version_gap", f"version {event.version} sits before version "
+                               f"{before.version} (position {before.position}) in the log")
+        elif event.previous_hash is not None and event.problem is None:
+            expected_hash = GENESIS_HASH if before is None else before.event_hash
+            if event.previous_hash != expected_hash:
+                where = "" if before is None else f" (at position {before.position})"
+                self.findings.fail(
+                    event.position, event.aggregate_id, event.version, "hash_chain_broken",
+                    f"previous_hash does not match the recomputed hash of version "
+                    f"{event.version - 1}{where}: this event or that one was altered")
+        self.before = event
+
+
+def _leaf_formats(legacy_until: int, head: int) -> list[dict[str, Any]]:
+    ranges = []
+    if legacy_until:
+        ranges.append({"from": 1, "to": legacy_until, "format": LEGACY_LEAF_FORMAT,
+                       "meaning": LEAF_FORMAT_MEANING[LEGACY_LEAF_FORMAT]})
+    if head > legacy_until:
+        ranges.append({"from": legacy_until + 1, "to": head, "format": LEAF_FORMAT,
+                       "meaning": LEAF_FORMAT_MEANING[LEAF_FORMAT]})
+    return ranges
 
 
 def verify_log(
     store: DealRegistryStore, checkpoints: CheckpointStore, progress: Progress | None = None,
-    progress_every: int = 50_000,
+    progress_every: int = 50_000, public_key: Ed25519PublicKey | None = None,
 ) -> VerificationReport:
-    """Recompute every chain and every checkpoint over the log as it is stored now."""
-    recorded = checkpoints.checkpoints()
+    """Recompute every chain and every signed head over the log as it is stored now. With
+    `public_key`, every signed head's signature is checked too."""
+    report = VerificationReport(signatures_checked=public_key is not None)
+    findings = _Findings(report)
     head = store.head_position()
-    walk = _Walk(recorded, checkpoints.stored_leaves())
-    for event in read_logged_events(store):
+    legacy_until = checkpoints.legacy_leaves_until()
+    walk = _LogOrderWalk(findings, checkpoints.iter_checkpoints(), checkpoints.stored_leaves(),
+                         legacy_until, public_key)
+    # Only legacy leaves need the decoded event; format 2 hashes the stored bytes.
+    for event in read_logged_events(store, decode=lambda position: position <= legacy_until):
         walk.event(event)
-        if progress is not None and walk.report.events_checked % progress_every == 0:
-            progress(walk.report.events_checked, head)
-    return walk.finish(max(head, store.head_position()))
+        if progress is not None and report.events_checked % progress_every == 0:
+            progress("log order", report.events_checked, head)
+    walk.finish()
+    chains = _ChainWalk(findings)
+    for checked, event in enumerate(read_logged_events_by_aggregate(store), start=1):
+        chains.event(event)
+        if progress is not None and checked % progress_every == 0:
+            progress("hash chains", checked, head)
+    report.head_position = max(head, store.head_position())
+    report.leaf_formats = _leaf_formats(legacy_until, report.head_position)
+    report.failures.sort(key=lambda f: f.position)
+    return report

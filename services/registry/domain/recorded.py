@@ -1,15 +1,17 @@
 """What every recorded event carries, and the per-aggregate hash chain.
 
 Each event stores the hash of the event before it in the same aggregate. The hash is SHA-256
-over a canonical JSON encoding of the event's topic and fields, so an auditor can recompute
-the chain from the stored events alone and any edit of a stored event breaks it.
+over a canonical JSON encoding of the event's topic and fields *as they were written*, so an
+auditor can recompute the chain from the stored events alone, any edit of a stored event
+breaks it, and reading an old event through an upcaster (which changes its fields in memory,
+never in the store) does not change its hash.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -56,15 +58,30 @@ def canonical_value(value: Any) -> Any:
     return value
 
 
-def event_hash(topic: str, event_fields: dict[str, Any]) -> str:
-    """SHA-256 of an event's topic and fields, keys sorted, no whitespace."""
-    document = {"topic": topic, "fields": canonical_value(event_fields)}
+def event_hash(topic: str, event_fields: dict[str, Any], class_version: int = 1) -> str:
+    """SHA-256 of an event's topic, fields and (from 2 on) class version, keys sorted, no
+    whitespace. Version 1 is left out, so events written before classes had versions keep
+    the hashes they were chained with."""
+    document: dict[str, Any] = {"topic": topic, "fields": canonical_value(event_fields)}
+    if class_version > 1:
+        document["class_version"] = class_version
     encoded = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
 
+# Where an upcast event keeps its state as it was stored, and the hash of that once asked:
+# not fields, so neither hashed nor written again.
+WRITTEN_STATE = "_written_state"
+WRITTEN_HASH = "_written_hash"
+
+
 class RecordedEvent(Aggregate.Event):
-    """Base of every domain event: provenance plus the previous event's hash."""
+    """Base of every domain event: provenance plus the previous event's hash.
+
+    A class that changes shape sets `class_version` and defines the library's
+    `upcast_vN_vN+1(state)` classmethods; each starts with `cls.remember_written_state(state,
+    N)`, so the event read back keeps the hash it was chained with. Upcasters add or replace
+    values; they never change one in place (the remembered state shares them)."""
 
     occurred_at: datetime
     recorded_by: str
@@ -86,8 +103,28 @@ class RecordedEvent(Aggregate.Event):
         return self
 
     def hash(self) -> str:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
-        return event_hash(get_topic(type(self)), values)
+        # The instance's own state, not its class's fields: an event stored before an
+        # optional field was added has no value for it and must hash as it was written.
+        state = self.__dict__
+        written = state.get(WRITTEN_HASH)
+        if written is not None:
+            return str(written)
+        topic = get_topic(type(self))
+        as_written = state.get(WRITTEN_STATE)
+        if as_written is None:
+            return event_hash(topic, state, getattr(type(self), "class_version", 1))
+        # Hashed on first use, not while upcasting: replaying a deal reads many events and
+        # needs only its last one's hash.
+        values, version = as_written
+        written = event_hash(topic, values, version)
+        state[WRITTEN_HASH] = written
+        return written
+
+    @classmethod
+    def remember_written_state(cls, state: dict[str, Any], written_version: int) -> None:
+        """Called by each upcaster before it changes `state`; the first one keeps it."""
+        if WRITTEN_STATE not in state:
+            state[WRITTEN_STATE] = (dict(state), written_version)
 
 
 class RecordedAggregate(Aggregate):

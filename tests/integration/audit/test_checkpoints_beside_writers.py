@@ -1,5 +1,6 @@
-"""Checkpoints are taken while partners keep writing to the same database, on SQLite and on
-PostgreSQL: none fails for the writers' sake, and the log then verifies clean."""
+"""Checkpoints are taken, and two followers (two replicas of the write service) extend the
+tree, while partners keep writing to the same database, on SQLite and on PostgreSQL: none
+fails for the writers' sake, and the log then verifies clean."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.registry.audit.checkpoints import take_checkpoint
+from services.registry.audit.checkpoints import extend_tree, take_checkpoint
 from services.shared.settings import Settings
 from tests.integration.audit.test_tamper_evidence import Audited
 from tests.unit.registry.support import pledge_body, record
@@ -32,14 +33,27 @@ def checkpoints_beside_writers(settings: Settings) -> None:
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
+        def follow() -> None:
+            try:
+                while writer.is_alive():
+                    extend_tree(audited.store, audited.checkpoints, audited.signer,
+                                keep_seconds=0.05)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
         writer = threading.Thread(target=write)
         writer.start()
         writing.wait()
+        followers = [threading.Thread(target=follow) for _ in range(2)]
+        for follower in followers:
+            follower.start()
         taken = []
         while writer.is_alive():
-            taken.append(take_checkpoint(audited.store, audited.checkpoints, "on_demand"))
+            taken.append(take_checkpoint(audited.store, audited.checkpoints, audited.signer))
         writer.join()
-        taken.append(take_checkpoint(audited.store, audited.checkpoints, "on_demand"))
+        for follower in followers:
+            follower.join()
+        taken.append(take_checkpoint(audited.store, audited.checkpoints, audited.signer))
         assert errors == []
         assert len(taken) >= 2
         assert taken[-1] is not None

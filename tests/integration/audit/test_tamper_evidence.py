@@ -4,6 +4,8 @@ once per backend."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.cli import main
 from services.registry.adapters.event_store import DealRegistryStore, open_event_store
@@ -19,10 +22,13 @@ from services.registry.application.handlers import RecordingService
 from services.registry.audit.checkpoints import (
     CheckpointStore,
     audit_database_url,
+    extend_tree,
     take_checkpoint,
 )
 from services.registry.audit.logged_events import LoggedEvent, read_logged_events
 from services.registry.audit.merkle import root_of
+from services.registry.audit.signing import public_key_pem
+from services.registry.audit.tree_head_key import TreeHeadSigner, tree_head_signer
 from services.registry.audit.verification import VerificationReport, verify_log
 from services.registry.domain.recorded import event_hash
 from services.shared.database import create_sql_engine
@@ -41,6 +47,7 @@ class Audited:
         self.service = RecordingService(self.store)
         self.checkpoints = CheckpointStore(create_sql_engine(audit_database_url(settings)))
         self.checkpoints.create_schema()
+        self.signer: TreeHeadSigner = tree_head_signer(settings)
         self.table = self.store.recorder.events_table_name  # type: ignore[attr-defined]
 
     def populate(self, pledges: int = 4) -> None:
@@ -57,10 +64,10 @@ class Audited:
                     if e.aggregate_id == str(DEAL_ID) and e.version == version)
 
     def verify(self) -> VerificationReport:
-        return verify_log(self.store, self.checkpoints)
+        return verify_log(self.store, self.checkpoints, public_key=self.signer.public_key)
 
     def checkpoint(self) -> None:
-        take_checkpoint(self.store, self.checkpoints, "on_demand")
+        take_checkpoint(self.store, self.checkpoints, self.signer)
 
     def close(self) -> None:
         self.service.committer.close()
@@ -181,22 +188,24 @@ class TamperEvidenceContract:
         assert first is not None
         assert (first.position, first.kind) == (first_swapped.position, "checkpoint_mismatch")
 
-    def test_checkpoints_are_incremental_and_match_a_full_recompute(
+    def test_the_tree_is_extended_in_place_and_matches_a_full_recompute(
         self, audited: Audited
     ) -> None:
-        first = take_checkpoint(audited.store, audited.checkpoints, "on_demand")
-        assert take_checkpoint(audited.store, audited.checkpoints, "interval") is None
+        signer = audited.signer
+        first = take_checkpoint(audited.store, audited.checkpoints, signer, "continuous")
+        assert extend_tree(audited.store, audited.checkpoints, signer) is None
         record(audited.service, pledge_body("later", "pl-later"))
-        second = take_checkpoint(audited.store, audited.checkpoints, "interval")
-        assert first is not None and second is not None
+        second = extend_tree(audited.store, audited.checkpoints, signer)
+        assert second is not None and second.id == first.id  # the newest head, extended
         events = audited.events()
         assert second.event_count == len(events) > first.event_count
         assert second.last_position == events[-1].position
         assert second.root == root_of([e.leaf() for e in events]).hex()
-        assert first.root == root_of([e.leaf() for e in events[:first.event_count]]).hex()
-        small = take_checkpoint(audited.store, audited.checkpoints, "on_demand",
-                                events_per_transaction=1)
-        assert small is not None and small.root == second.root
+        record(audited.service, pledge_body("later-2", "pl-later-2"))
+        kept = extend_tree(audited.store, audited.checkpoints, signer, keep_seconds=0)
+        assert kept is not None and kept.id != first.id  # an old head stays in the history
+        small = take_checkpoint(audited.store, audited.checkpoints, signer)
+        assert small.root == kept.root and audited.checkpoints.count() == 3
         assert audited.verify().ok
 
     def test_cli_verify_exit_codes(self, audited: Audited, capsys: Any) -> None:
@@ -217,7 +226,7 @@ class TamperEvidenceContract:
         export = tmp_path / "export.ndjson"
         range_ = ["--from", str(events[2].position), "--to", str(events[-3].position)]
         assert main(["audit", "export", *range_, "-o", str(export), *data_dir]) == 2
-        assert "no checkpoint covers" in capsys.readouterr().err
+        assert "no signed tree head covers" in capsys.readouterr().err
         audited.checkpoint()
         assert main(["audit", "export", *range_, "-o", str(export), "--proofs", *data_dir]) == 0
         assert main(["audit", "verify-export", str(export)]) == 0
@@ -231,15 +240,44 @@ class TamperEvidenceContract:
         assert edited[index] != lines[index]
         export.write_text("\n".join(edited) + "\n")
         assert main(["audit", "verify-export", str(export)]) == 1
-        assert f"FAILED at line {index + 1}: the event's fields hash to" in capsys.readouterr().err
+        assert (f"FAILED at line {index + 1}: the event's fields are not what its stored "
+                "bytes hold") in capsys.readouterr().err
 
-        # A forger who also rewrites the line's hash is stopped by its inclusion proof.
-        forged = json.loads(edited[index])
-        forged["event_hash"] = event_hash(forged["topic"], forged["fields"])
+        # A forger who rewrites the stored bytes, their digest, the fields and the hash
+        # together is stopped by the line's inclusion proof.
+        forged = json.loads(lines[index])
+        state = base64.b64decode(forged["state_base64"]).replace(b"partner-a", b"partner-b")
+        forged["state_base64"] = base64.b64encode(state).decode()
+        forged["state_sha256"] = hashlib.sha256(state).hexdigest()
+        forged["fields"]["recorded_by"] = "partner-b"
+        forged["event_hash"] = event_hash(forged["topic"], forged["fields"],
+                                          forged["class_version"])
         edited[index] = json.dumps(forged)
         export.write_text("\n".join(edited) + "\n")
         assert main(["audit", "verify-export", str(export)]) == 1
         assert f"FAILED at line {index + 1}: the inclusion proof" in capsys.readouterr().err
+
+    def test_an_export_is_checked_against_the_key_the_auditor_keeps(
+        self, audited: Audited, tmp_path: Path, capsys: Any
+    ) -> None:
+        audited.checkpoint()
+        events = audited.events()
+        export, kept, other = (tmp_path / "export.ndjson", tmp_path / "kept.pem",
+                               tmp_path / "other.pem")
+        assert main(["audit", "export", "--from", "1", "--to", str(events[-1].position),
+                     "-o", str(export), "--data-dir", str(audited.settings.data_dir)]) == 0
+        kept.write_text(public_key_pem(audited.signer.key))
+        other.write_text(public_key_pem(Ed25519PrivateKey.generate()))
+        assert main(["audit", "verify-export", str(export), "--public-key", str(kept)]) == 0
+        assert "the key you gave" in capsys.readouterr().out
+        assert main(["audit", "verify-export", str(export), "--public-key", str(other)]) == 1
+        assert "FAILED at line 1: the tree head's signature" in capsys.readouterr().err
+        header, *rest = export.read_text().splitlines()
+        moved = json.loads(header)
+        moved["tree_head"]["root_hash"] = "00" * 32
+        export.write_text("\n".join([json.dumps(moved), *rest]) + "\n")
+        assert main(["audit", "verify-export", str(export), "--public-key", str(kept)]) == 1
+        assert "FAILED at line 1: the tree head's signature" in capsys.readouterr().err
 
 
 class TestOnSQLite(TamperEvidenceContract):
