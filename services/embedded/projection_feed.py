@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from eventsourcing.persistence import Notification
 
@@ -22,6 +23,14 @@ from services.projections.projectors.failures import is_transient
 from services.projections.projectors.parking import ParkedEvent, SourceEntry, Unreadable
 from services.projections.projectors.read_model_projector import ReadModelProjector
 from services.projections.read_model.progress import LOG_SOURCE, AppliedPosition, SourceProgress
+from services.projections.read_model.tables import READ_MODEL_VERSION
+from services.projections.rebuild.feeds import LogFeed, RebuildFailed
+from services.projections.rebuild.progress_bar import RebuildProgress
+from services.projections.rebuild.rebuild import (
+    live_version,
+    rebuild_read_model,
+    version_refusal,
+)
 from services.registry.adapters.event_store import DealRegistryStore, open_event_store
 from services.registry.adapters.log_notifications import listen_for_appends
 from services.registry.relay.contract_events import Untranslatable, translated
@@ -75,6 +84,141 @@ def reread_from_log(store: DealRegistryStore) -> Callable[[ParkedEvent], SourceE
                            entry.unreadable)
 
     return reread
+
+
+def log_rebuild_feed(store: DealRegistryStore, stop: threading.Event | None = None,
+                     page_size: int = 2000, close: Callable[[], None] = lambda: None
+                     ) -> LogFeed:
+    """What a rebuild reads from the registry's log: its pages, as this feed reads them.
+    Once `stop` is set the next page raises, which ends the rebuild with nothing switched."""
+
+    def read_page(after: int, until: int, limit: int) -> tuple[list[SourceEntry], int | None]:
+        if stop is not None and stop.is_set():
+            raise RebuildFailed("stopped: the service is shutting down")
+        page = [n for n in store.read_log(after=after, limit=limit) if n.id <= until]
+        return log_entries(page, store), (page[-1].id if page else None)
+
+    return LogFeed(read_page, close, page_size=page_size)
+
+
+class ReadModelUpgrade:
+    """`dealreg up` over a read model of an older version than the code's: rebuilds the
+    code's version from the log beside the live one, in a thread, then switches to it and
+    only then lets the feed follow the log (never projecting into the old tables).
+
+    Meanwhile the service takes writes (they are in the log, and applied after the switch);
+    reads answer 503 (`serving_reads`), and /readyz says the read model is rebuilding. A
+    failed rebuild is logged and tried again; nothing was switched."""
+
+    FIRST_RETRY_SECONDS = 1.0
+    MAX_RETRY_SECONDS = 60.0
+
+    def __init__(self, engine: Any, store: DealRegistryStore, from_version: int,
+                 stream: TextIO | None = None, page_size: int = 2000) -> None:
+        self.engine = engine
+        self.store = store
+        self.from_version = from_version
+        self.to_version = READ_MODEL_VERSION
+        self.stream = stream or sys.stderr
+        self.page_size = page_size
+        self.progress: RebuildProgress | None = None
+        self.failure: str | None = None
+        self.following = False  # `then` has been called: the feed follows the log
+        self._switched = threading.Event()
+        self._reads = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def serving_reads(self) -> bool:
+        return self._reads.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until reads are served again (the switch is done and the feed caught up)."""
+        return self._reads.wait(timeout)
+
+    def start(self, then: Callable[[], None]) -> None:
+        """Rebuild in a thread; once switched, call `then` (start the feed) and serve reads."""
+        self._thread = threading.Thread(target=self._run, args=(then,),
+                                        name="read-model-rebuild", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self, then: Callable[[], None]) -> None:
+        retry = self.FIRST_RETRY_SECONDS
+        while not self._stop.is_set():
+            try:
+                stored = live_version(self.engine)
+            except Exception:  # noqa: BLE001 - the rebuild's own attempt reports it
+                stored = self.from_version
+            if stored == self.to_version:
+                # Another instance on this database rebuilt it meanwhile.
+                log.warning("the read model is version %s now", stored)
+                self._switched.set()
+                break
+            if stored is not None and stored > self.to_version:
+                self.failure = version_refusal(stored)
+                log.error("not rebuilding the read model, nor serving reads: %s", self.failure)
+                return
+            log.warning("the read model is version %s, this code builds version %s: "
+                        "rebuilding it from the log beside the live one (reads answer 503 "
+                        "until the switch; progress on stderr)", self.from_version,
+                        self.to_version)
+            self.progress = RebuildProgress(self.stream)
+            try:
+                report = rebuild_read_model(
+                    self.engine, log_rebuild_feed(self.store, self._stop, self.page_size),
+                    self.progress)
+            except Exception as exc:  # noqa: BLE001 - logged, tried again
+                if self._stop.is_set():
+                    return
+                self.failure = f"{type(exc).__name__}: {exc}"[:300]
+                log.exception("rebuilding the read model to version %s failed, nothing was "
+                              "switched; trying again in %.0f s", self.to_version, retry)
+                self._stop.wait(retry)
+                retry = min(retry * 2, self.MAX_RETRY_SECONDS)
+                continue
+            self.failure = None
+            self._switched.set()
+            log.warning(
+                "switched to the rebuilt read model, version %s: %s events to position %s "
+                "in %.1f s%s%s", self.to_version, report.events, report.position,
+                report.total_seconds,
+                f"; changed shape: {', '.join(report.reshaped)}" if report.reshaped else "",
+                f"; rows differing from version {self.from_version}: "
+                f"{', '.join(report.mismatched)}" if report.mismatched else "")
+            break
+        if self._stop.is_set():
+            return
+        try:
+            then()
+            self.following = True
+        except Exception:  # noqa: BLE001 - the rebuilt model is served as far as it goes
+            log.exception("the projection feed did not start after the rebuild")
+        self._reads.set()
+
+    def status(self) -> dict[str, Any]:
+        """For /readyz: the read model's version and, until the switch, the rebuild's."""
+        if self._switched.is_set():
+            return {"version": self.to_version, "state": "current"}
+        progress = self.progress
+        return {"version": self.from_version, "state": "rebuilding",
+                "rebuilding_to": self.to_version,
+                "done": progress.done if progress else 0,
+                "total": progress.total if progress else 0,
+                "last_failure": self.failure}
+
+    def describe(self) -> str:
+        progress = self.progress
+        done = f": {progress.done:,} of {progress.total:,} log entries" \
+            if progress and progress.total else ""
+        failed = f" (last attempt failed: {self.failure})" if self.failure else ""
+        return (f"rebuilding the read model from version {self.from_version} to version "
+                f"{self.to_version}{done}{failed}")
 
 
 class EmbeddedProjectionFeed:

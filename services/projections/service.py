@@ -24,6 +24,11 @@ from services.projections.query_api.routes import install_read_api
 from services.projections.query_api.stream_routes import install_stream_api
 from services.projections.read_model.queries import ReadModelQueries
 from services.projections.read_model.tables import create_read_schema
+from services.projections.rebuild.rebuild import (
+    ReadModelVersionRefused,
+    live_version,
+    version_refusal,
+)
 from services.shared.api_keys import ApiKeyStore
 from services.shared.broker_health import BrokerWatch
 from services.shared.database import check_reachable, create_sql_engine
@@ -68,6 +73,12 @@ def consumer_config(settings: Settings) -> ConsumerConfig:
 def create_projection_app(settings: Settings) -> FastAPI:
     read_engine = create_sql_engine(settings.read_model_url())
     check_reachable(read_engine, "the read-model database")
+    # A read model of another version is never projected into as it is: several instances
+    # share it, so it is rebuilt once, by the operator, beside the live one.
+    refusal = version_refusal(live_version(read_engine))
+    if refusal is not None:
+        read_engine.dispose()
+        raise ReadModelVersionRefused(f"the projections do not start: {refusal}")
     create_read_schema(read_engine)
     key_engine = create_sql_engine(settings.registry_tables_url())
     check_reachable(key_engine, "the registry database (API keys)")

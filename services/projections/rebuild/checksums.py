@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     Uuid,
+    inspect,
     select,
 )
 
@@ -109,3 +110,15 @@ def table_checksum(conn: Connection, table: Table) -> str:
 
 def checksums(conn: Connection, tables: Iterable[Table] = REBUILT_TABLES) -> dict[str, str]:
     return {table.name: table_checksum(conn, table) for table in tables}
+
+
+def changed_shape(conn: Connection, tables: Iterable[Table] = REBUILT_TABLES) -> set[str]:
+    """The tables whose columns in `conn`'s database are not the code's (built by another
+    version of the read model, or missing): their rows cannot be read through the code's
+    Table objects, so they have no checksum to compare."""
+    found = inspect(conn)
+    present = set(found.get_table_names())
+    return {table.name for table in tables
+            if table.name not in present
+            or {column["name"] for column in found.get_columns(table.name)}
+            != {column.name for column in table.columns}}

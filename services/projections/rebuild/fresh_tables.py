@@ -7,8 +7,11 @@ the new ones, never a mix.
 
 SQLite: the fresh tables are in a file beside the live one; at the switch that file is
 attached to the live database's connection and, in the one write transaction that holds the
-live projector off, each live table's rows are replaced by the rebuilt ones. Readers in WAL
-mode keep the snapshot they started with until that transaction commits.
+live projector off, each live table's rows are replaced by the rebuilt ones. A live table of
+another shape than the rebuilt one (another version's: its columns or indexes differ) is
+dropped and made again from the rebuilt one's schema, with its indexes, in that same
+transaction (SQLite's DDL is transactional). Readers in WAL mode keep the snapshot they
+started with until that transaction commits: they see the old model or the new one.
 
 While held, the live projector cannot apply a batch of any partition: the hold takes the
 projector's lock that each batch takes first (`read_model_projector.hold_projector`): on
@@ -162,7 +165,16 @@ class SqliteFreshTables(FreshTables):
         for table in REBUILT_TABLES:
             name = _quoted(table.name)
             columns = ", ".join(_quoted(column.name) for column in table.columns)
-            live.exec_driver_sql(f"DELETE FROM main.{name}")
+            rebuilt = _schema_of(live, REBUILD_SCHEMA, table.name)
+            if _schema_of(live, "main", table.name) != rebuilt:
+                # Rows cannot be put into a table of another shape: the table is made
+                # again as the rebuilt one is (dropping it drops its indexes too).
+                live.exec_driver_sql(f"DROP TABLE IF EXISTS main.{name}")
+                for statement in rebuilt:
+                    # Unqualified, so made in main (an index goes with its table's schema).
+                    live.exec_driver_sql(statement)
+            else:
+                live.exec_driver_sql(f"DELETE FROM main.{name}")
             live.exec_driver_sql(f"INSERT INTO main.{name} ({columns}) "
                                  f"SELECT {columns} FROM {REBUILD_SCHEMA}.{name}")
 
@@ -170,3 +182,13 @@ class SqliteFreshTables(FreshTables):
         if getattr(self, "engine", None) is not None:
             self.engine.dispose()
         self._remove_files()
+
+
+def _schema_of(conn: Connection, schema: str, table: str) -> list[str]:
+    """The statements that make `table` in `schema` of a SQLite connection: its CREATE
+    TABLE, then the CREATE INDEX of each of its indexes by name (those of a primary key or a
+    unique constraint are the table's own, with no statement); none if there is no table."""
+    rows = conn.exec_driver_sql(
+        f"SELECT type, sql FROM {schema}.sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL "
+        "ORDER BY type = 'index', name", (table,)).all()
+    return [sql for kind, sql in rows if kind in ("table", "index")]
