@@ -1,6 +1,8 @@
 """Generated artefacts of the contracts: JSON Schema files and the AsyncAPI document.
 
-The pydantic models in `events_v1` and `submissions_v1` are the source of truth; the files
+The pydantic models in `events_v1`, `events_v2`, `submissions_v1` and `submissions_v2` are
+the source of truth (`schemas/v2/` holds what v2 changed: its envelope, the pledge payloads
+and its submissions; every other payload is as in `schemas/v1/`); the files
 under `contracts/schemas/` and `contracts/asyncapi.yaml` are derived from them and committed,
 so partners in any language can read them. Regenerate after changing a model:
 
@@ -22,55 +24,72 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from contracts.events_v1 import PAYLOAD_MODELS, SCHEMA_VERSION, EventEnvelope, EventType
+from contracts import events_v1, events_v2, submissions_v1, submissions_v2
+from contracts.events_v1 import EventType
 from contracts.stream_v1 import EPOCH_HEADER, SEQ_HEADER
-from contracts.submissions_v1 import Receipt, Submission
+from contracts.submissions_v1 import Receipt
 from contracts.untranslatable_v1 import UNTRANSLATABLE_HEADER, UntranslatableEvent
 from contracts.watermark_v1 import WATERMARK_HEADER, Watermark
 
 CONTRACTS_DIR = Path(__file__).resolve().parent
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
+# One topic for both schema versions: each envelope says its payload's version.
 TOPIC = "dealregistry.events.v1"
 DLQ_TOPIC = f"{TOPIC}.dlq"
-VERSION_DIR = f"schemas/v{SCHEMA_VERSION}"
+VERSION_DIR = f"schemas/v{events_v1.SCHEMA_VERSION}"
+V2_DIR = f"schemas/v{events_v2.SCHEMA_VERSION}"
 ENVELOPE_FILE = f"{VERSION_DIR}/envelope.json"
+ENVELOPE_V2_FILE = f"{V2_DIR}/envelope.json"
 SUBMISSION_FILE = f"{VERSION_DIR}/submission.json"
+SUBMISSION_V2_FILE = f"{V2_DIR}/submission.json"
 RECEIPT_FILE = f"{VERSION_DIR}/receipt.json"
 UNTRANSLATABLE_FILE = f"{VERSION_DIR}/untranslatable_event.json"
 WATERMARK_FILE = f"{VERSION_DIR}/watermark.json"
 ASYNCAPI_FILE = "asyncapi.yaml"
 
 REGENERATE = "python -m contracts.schema_export"
+PAYLOADS = {1: events_v1.PAYLOAD_MODELS, 2: events_v2.PAYLOAD_MODELS}
 
 
-def payload_file(event_type: EventType) -> str:
-    """Path, relative to `contracts/`, of the payload schema of one event type."""
+def payload_file(event_type: EventType, version: int = 1) -> str:
+    """Path, relative to `contracts/`, of the payload schema of one event type at a schema
+    version: v2's own file for the types v2 changed, else v1's (the same payload)."""
+    if version == events_v2.SCHEMA_VERSION and event_type in events_v2.CHANGED_IN_V2:
+        return f"{V2_DIR}/payloads/{event_type.value}.json"
     return f"{VERSION_DIR}/payloads/{event_type.value}.json"
+
+
+def envelope_file(version: int) -> str:
+    return ENVELOPE_V2_FILE if version == events_v2.SCHEMA_VERSION else ENVELOPE_FILE
 
 
 def _with_dialect(schema: dict[str, Any]) -> dict[str, Any]:
     return {"$schema": JSON_SCHEMA_DIALECT, **schema}
 
 
-def payload_schema(event_type: EventType) -> dict[str, Any]:
-    return _with_dialect(PAYLOAD_MODELS[event_type].model_json_schema())
+def payload_schema(event_type: EventType, version: int = 1) -> dict[str, Any]:
+    return _with_dialect(PAYLOADS[version][event_type].model_json_schema())
 
 
-def envelope_schema() -> dict[str, Any]:
-    return _with_dialect(EventEnvelope.model_json_schema())
+def envelope_schema(version: int = 1) -> dict[str, Any]:
+    model = events_v2.EventEnvelope if version == 2 else events_v1.EventEnvelope
+    return _with_dialect(model.model_json_schema())
 
 
-def submission_schema() -> dict[str, Any]:
-    schema = TypeAdapter(Submission).json_schema()
-    return _with_dialect(
-        {
-            "title": "Submission",
-            "description": "One event a partner POSTs to the registry; `type` selects the "
-            "payload.",
-            **schema,
-        }
-    )
+def submission_schema(version: int = 1) -> dict[str, Any]:
+    if version == 2:
+        schema = TypeAdapter(submissions_v2.Submission).json_schema()
+        description = ("One event a partner POSTs to the registry, in version 2 "
+                       "(`schema_version: 2`); `type` selects the payload. pledge_made and "
+                       "pledge_revised state the pledge's instrument and tranches; every "
+                       "other type is as in v1.")
+    else:
+        schema = TypeAdapter(submissions_v1.Submission).json_schema()
+        description = ("One event a partner POSTs to the registry, in version 1 (no "
+                       "schema_version, or 1); `type` selects the payload. v1 pledge_made "
+                       "and pledge_revised are deprecated: send version 2 (schemas/v2).")
+    return _with_dialect({"title": "Submission", "description": description, **schema})
 
 
 def receipt_schema() -> dict[str, Any]:
@@ -100,8 +119,10 @@ def _stamp_headers() -> dict[str, Any]:
     }
 
 
-def _event_headers(event_type: EventType | None) -> dict[str, Any]:
-    """Schema of the headers the relay puts on every event message."""
+def _event_headers(event_type: EventType | None, version: int | None = None
+                   ) -> dict[str, Any]:
+    """Schema of the headers the relay puts on every event message (of one type and schema
+    version, or of any)."""
     type_schema: dict[str, Any] = {"type": "string", "description": f"Event type. {_HEADER_NOTE}"}
     if event_type is None:
         type_schema["enum"] = [t.value for t in EventType]
@@ -121,7 +142,8 @@ def _event_headers(event_type: EventType | None) -> dict[str, Any]:
             "event_type": type_schema,
             "schema_version": {
                 "type": "string",
-                "const": str(SCHEMA_VERSION),
+                **({"enum": [str(v) for v in events_v2.SCHEMA_VERSIONS]} if version is None
+                   else {"const": str(version)}),
                 "description": f"Schema version of the envelope and payload. {_HEADER_NOTE}",
             },
             "position": {
@@ -163,30 +185,53 @@ def _kafka_message_binding() -> dict[str, Any]:
     return {"kafka": {"key": _message_key(), "bindingVersion": "0.5.0"}}
 
 
-def _event_message(event_type: EventType) -> dict[str, Any]:
-    model = PAYLOAD_MODELS[event_type]
+def event_message_name(event_type: EventType, version: int) -> str:
+    """The message of a type at the version it is published at is named by the type; one
+    at an older version (still on the topic) adds `_v<version>`."""
+    current = events_v2.schema_version_of(event_type)
+    return event_type.value if version == current else f"{event_type.value}_v{version}"
+
+
+def _event_messages() -> list[tuple[EventType, int]]:
+    """Every (type, schema version) a consumer of the topic reads: each type at the version
+    the relay publishes it at, and the types v2 changed also at 1 (published before v2)."""
+    found: list[tuple[EventType, int]] = [(t, events_v2.schema_version_of(t)) for t in EventType]
+    found += [(t, events_v1.SCHEMA_VERSION) for t in EventType
+              if t in events_v2.CHANGED_IN_V2]
+    return found
+
+
+def _event_message(event_type: EventType, version: int) -> dict[str, Any]:
+    model = PAYLOADS[version][event_type]
     doc = (model.__doc__ or "").strip().splitlines()
     summary = doc[0] if doc else event_type.value.replace("_", " ").capitalize() + "."
-    return {
-        "name": event_type.value,
-        "title": model.__name__,
+    message: dict[str, Any] = {
+        "name": event_message_name(event_type, version),
+        "title": model.__name__ if version == 1 else f"{model.__name__} (v{version})",
         "summary": summary,
         "contentType": "application/json",
-        "headers": _event_headers(event_type),
+        "headers": _event_headers(event_type, version),
         "payload": {
             "allOf": [
-                {"$ref": ENVELOPE_FILE},
+                {"$ref": envelope_file(version)},
                 {
                     "type": "object",
                     "properties": {
                         "type": {"const": event_type.value},
-                        "payload": {"$ref": payload_file(event_type)},
+                        "schema_version": {"const": version},
+                        "payload": {"$ref": payload_file(event_type, version)},
                     },
                 },
             ]
         },
         "bindings": _kafka_message_binding(),
     }
+    if version < events_v2.schema_version_of(event_type):
+        message["description"] = (
+            f"As published before schema version {events_v2.SCHEMA_VERSION}; still on the "
+            "topic, so consumers read it too, as the newer version with instrument null and "
+            "no tranches (`contracts.events_v2.upcast_payload`).")
+    return message
 
 
 def untranslatable_schema() -> dict[str, Any]:
@@ -254,8 +299,9 @@ def _dead_letter_message() -> dict[str, Any]:
 
 def asyncapi_document() -> dict[str, Any]:
     """The AsyncAPI 3.0 description of the event topic and its dead-letter topic."""
-    types = list(EventType)
-    names = [*(t.value for t in types), "untranslatable_event", "watermark"]
+    events = _event_messages()
+    names = [*(event_message_name(t, v) for t, v in events), "untranslatable_event",
+             "watermark"]
     event_message_refs = {name: {"$ref": f"#/components/messages/{name}"} for name in names}
     channel_message_refs = [{"$ref": f"#/channels/events/messages/{name}"} for name in names]
     dlq_ref = [{"$ref": "#/channels/deadLetters/messages/dead_letter"}]
@@ -263,18 +309,20 @@ def asyncapi_document() -> dict[str, Any]:
         "asyncapi": "3.0.0",
         "info": {
             "title": "Deal Registry events",
-            "version": f"{SCHEMA_VERSION}.0.0",
+            "version": f"{events_v2.SCHEMA_VERSION}.0.0",
             "description": "Events recorded by the Deal Registry, published by its relay "
             "after they are stored. Delivery is at least once: consumers deduplicate on "
-            "`position` (unique in the log). Within v1 only optional fields are added; "
-            "anything else is a new topic and schema version. Generated by "
+            "`position` (unique in the log). Each envelope's `schema_version` (also a "
+            "header) is its payload's: pledge_made and pledge_revised at 2 since v2 (with "
+            "the pledge's instrument and tranches), at 1 before it; every other type at 1. "
+            "Within a version only optional fields are added. Generated by "
             f"`{REGENERATE}` from the pydantic models in `contracts/`.",
         },
         "defaultContentType": "application/json",
         "channels": {
             "events": {
                 "address": TOPIC,
-                "title": "Recorded events, v1",
+                "title": "Recorded events, schema versions 1 and 2",
                 "description": "Message key = aggregate id; value = the event envelope as "
                 "JSON; headers event_id, event_type, schema_version, position.",
                 "messages": event_message_refs,
@@ -317,7 +365,7 @@ def asyncapi_document() -> dict[str, Any]:
         },
         "components": {
             "messages": {
-                **{t.value: _event_message(t) for t in types},
+                **{event_message_name(t, v): _event_message(t, v) for t, v in events},
                 "untranslatable_event": _untranslatable_message(),
                 "watermark": _watermark_message(),
                 "dead_letter": _dead_letter_message(),
@@ -347,8 +395,12 @@ def render_asyncapi(document: dict[str, Any]) -> str:
 def generated_files() -> dict[str, str]:
     """Every generated file: path relative to `contracts/` -> its exact text."""
     files = {payload_file(t): render_json(payload_schema(t)) for t in EventType}
+    files.update({payload_file(t, 2): render_json(payload_schema(t, 2))
+                  for t in events_v2.CHANGED_IN_V2})
     files[ENVELOPE_FILE] = render_json(envelope_schema())
+    files[ENVELOPE_V2_FILE] = render_json(envelope_schema(2))
     files[SUBMISSION_FILE] = render_json(submission_schema())
+    files[SUBMISSION_V2_FILE] = render_json(submission_schema(2))
     files[RECEIPT_FILE] = render_json(receipt_schema())
     files[UNTRANSLATABLE_FILE] = render_json(untranslatable_schema())
     files[WATERMARK_FILE] = render_json(watermark_schema())

@@ -93,17 +93,29 @@ def _decimal_text(pattern: str, what: str) -> Any:
     return parse
 
 
-def _datetime_text(value: Any) -> Any:
-    # Only the published pattern: pydantic alone would also take Unix numbers, round
-    # nanoseconds, and take year 1 with an offset that no conversion to UTC survives.
-    if not isinstance(value, str) or not re.fullmatch(DATETIME_WITH_OFFSET_PATTERN, value):
-        raise PydanticCustomError(
-            "datetime_format", "must be an RFC 3339 date-time dated {earliest} to {latest}, "
-            "with seconds (at most microseconds) and an offset, such as "
-            "2026-03-01T10:30:00+05:30",
-            {"earliest": EARLIEST_DATE, "latest": LATEST_DATE},
-        )
-    return value
+def dated_text(pattern: str, rule: str, shape: str) -> Any:
+    """The check of a date or date-time field: only text matching `pattern` (one of
+    contracts.moments' patterns, whose dates run from EARLIEST_DATE to LATEST_DATE), else
+    the error `rule` describing `shape`. Every dated field of a submission uses it."""
+    syntax = re.compile(pattern)
+
+    def check(value: Any) -> Any:
+        # Only the published pattern: pydantic alone would also take Unix numbers, round
+        # nanoseconds, and take year 1 with an offset that no conversion to UTC survives.
+        if not isinstance(value, str) or not syntax.fullmatch(value):
+            raise PydanticCustomError(
+                rule, "must be an RFC 3339 {shape}, dated {earliest} to {latest}",
+                {"shape": shape, "earliest": EARLIEST_DATE, "latest": LATEST_DATE},
+            )
+        return value
+
+    return check
+
+
+_datetime_text = dated_text(
+    DATETIME_WITH_OFFSET_PATTERN, "datetime_format",
+    "date-time with seconds (at most microseconds) and an offset, such as "
+    "2026-03-01T10:30:00+05:30")
 
 
 def _plain_text(pattern: str, allowed: str) -> Any:
@@ -181,6 +193,18 @@ def _integral(value: Any) -> Any:
 
 
 Version = Annotated[StrictInt, Field(ge=0, le=MAX_VERSION), BeforeValidator(_integral)]
+
+
+def schema_version_number(value: Any) -> Any:
+    """A submission's schema_version as its Literal compares it: 1.0 is 1 (as JSON Schema
+    says), a boolean is no version (Python alone would take true for 1)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("literal_error", "schema_version must be a number, not a "
+                                  "boolean")
+    return _integral(value)
+
+
+SCHEMA_VERSION_CHECK = BeforeValidator(schema_version_number)
 # pydantic states a dict's key pattern only as patternProperties, which admit other keys too.
 FIRM_CODE_KEYS: JsonDict = {"additionalProperties": False, "propertyNames": {
     "pattern": CODE_PATTERN, "minLength": 3, "maxLength": 64}}
@@ -284,6 +308,13 @@ class DealCancelledIn(DealEventIn):
 
 
 class SubmissionBase(Strict):
+    # Left out of the fingerprint (excluded from dumps): a v1 submission means the same with
+    # or without it, and retries of events recorded before the field existed still replay.
+    schema_version: Annotated[Literal[1], SCHEMA_VERSION_CHECK] = Field(
+        default=1, exclude=True,
+        description="1, or left out: this version. Pledge submissions in v1 are deprecated "
+                    "(answered with a Deprecation header); send schema_version 2",
+    )
     event_id: str = Field(
         min_length=1,
         max_length=128,
@@ -374,4 +405,9 @@ class Receipt(BaseModel):
     recorded_by: str
     replayed: bool = Field(
         default=False, description="True when this answers a retry of an accepted event"
+    )
+    tree_size: int | None = Field(
+        default=None, ge=1,
+        description="the size of the first signed tree head that covers this event: any tree "
+                    "head at least this large includes it; see GET /v1/audit/proof/inclusion",
     )

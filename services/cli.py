@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -125,17 +126,25 @@ def _rebuild_feed(args: argparse.Namespace, settings: Settings, live: Any) -> An
 
 
 def cmd_projections_rebuild(args: argparse.Namespace) -> int:
+    from services.projections.read_model.tables import READ_MODEL_VERSION
     from services.projections.rebuild.feeds import RebuildFailed
     from services.projections.rebuild.progress_bar import RebuildProgress
     from services.projections.rebuild.rebuild import rebuild_read_model
 
+    if args.version is not None and args.version != READ_MODEL_VERSION:
+        print(f"error: this code builds read-model version {READ_MODEL_VERSION}, not "
+              f"{args.version}: run `dealreg projections rebuild --version {args.version}` "
+              f"with the code of version {args.version}", file=sys.stderr)
+        return 2
     settings = _settings(args)
     live = create_sql_engine(settings.read_model_url())
     check_reachable(live, "the read-model database")
     feed = _rebuild_feed(args, settings, live)
     try:
+        # Asking for the code's version by name is what allows going back to it from a
+        # newer read model; without --version a newer one is refused.
         report = rebuild_read_model(live, feed, RebuildProgress(sys.stderr),
-                                    dry_run=args.dry_run)
+                                    dry_run=args.dry_run, downgrade=args.version is not None)
     except RebuildFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -145,16 +154,28 @@ def cmd_projections_rebuild(args: argparse.Namespace) -> int:
     print(f"rebuilt from {report.source}: {report.events:,} events ({report.entries:,} "
           f"entries read) to position {report.position} in {report.applying_seconds:.1f} s, "
           f"{report.events_per_second:,.0f} events/s; {report.total_seconds:.1f} s in all")
+    if report.live_version != report.version:
+        print(f"read-model version {report.version}; the live read model was version "
+              f"{report.live_version}")
     print(f"{'table':22} {'live checksum':64}  {'rebuilt checksum':64}")
     for table in report.tables:
-        print(f"{table.table:22} {table.live}  {table.rebuilt}  "
-              f"{'equal' if table.equal else 'DIFFERENT'}")
-    done = (f"switched to the rebuilt tables (the live projector waited "
-            f"{report.held_seconds:.1f} s)") if report.switched else "dry run: nothing switched"
+        print(f"{table.table:22} {table.live or '-':64}  {table.rebuilt}  {table.verdict}")
+    done = (f"switched to the rebuilt tables, version {report.version} (the live projector "
+            f"waited {report.held_seconds:.1f} s)") if report.switched \
+        else "dry run: nothing switched"
+    reshaped = (f"; {', '.join(report.reshaped)} changed shape (version "
+                f"{report.live_version} to {report.version}), not compared") \
+        if report.reshaped else ""
+    if report.changed_by_upgrade:
+        reshaped += (f"; {', '.join(report.changed_by_upgrade)} differ under version "
+                     f"{report.version}'s rules (expected in an upgrade)")
     if report.mismatched:
-        print(f"MISMATCH in {', '.join(report.mismatched)}; {done}", file=sys.stderr)
+        print(f"MISMATCH in {', '.join(report.mismatched)}{reshaped}; {done}",
+              file=sys.stderr)
         return 1
-    print(f"all {len(report.tables)} tables equal; {done}")
+    compared = len(report.tables) - len(report.reshaped) - len(report.changed_by_upgrade)
+    print(f"all {compared} compared tables equal{reshaped}; {done}" if reshaped
+          else f"all {len(report.tables)} tables equal; {done}")
     return 0
 
 
@@ -411,8 +432,33 @@ def _audit_stores(args: argparse.Namespace) -> tuple[Any, Any]:
     return open_event_store(settings), checkpoints
 
 
-def _show_progress(checked: int, head: int) -> None:
-    print(f"verified {checked} events (log head {head})", file=sys.stderr, flush=True)
+def _show_progress(phase: str, checked: int, head: int) -> None:
+    print(f"{phase}: {checked} of about {head} events", file=sys.stderr, flush=True)
+
+
+def _signer_or_none(settings: Settings) -> Any:
+    """The tree-head signer, where this machine has the key; None where it does not (an
+    auditor's machine), in which case signatures are checked with --public-key."""
+    from services.registry.audit.signing import SigningKeyMissing
+    from services.registry.audit.tree_head_key import tree_head_signer
+
+    try:
+        return tree_head_signer(settings)
+    except SigningKeyMissing:
+        return None
+
+
+def _public_key(args: argparse.Namespace, settings: Settings) -> Any:
+    from services.registry.audit.signing import load_public_key
+
+    if getattr(args, "public_key", None):
+        try:
+            return load_public_key(Path(args.public_key).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DependencyUnavailable(f"cannot read the public key {args.public_key}: "
+                                        f"{exc}") from None
+    signer = _signer_or_none(settings)
+    return None if signer is None else signer.public_key
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -421,11 +467,19 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from services.registry.audit.verification import verify_log
 
     store, checkpoints = _audit_stores(args)
-    report = verify_log(store, checkpoints, progress=_show_progress)
+    public_key = _public_key(args, _settings(args))
+    report = verify_log(store, checkpoints, progress=_show_progress, public_key=public_key)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
+    for formats in report.leaf_formats:
+        print(f"positions {formats['from']}-{formats['to']}: leaf format {formats['format']} "
+              f"({formats['meaning']})", file=sys.stderr)
+    signatures = ("signatures checked" if report.signatures_checked else
+                  "signatures NOT checked: no key here, pass --public-key")
     summary = (f"{report.events_checked} events in {report.aggregates} aggregates, "
-               f"{report.checkpoints_checked} checkpoints")
+               f"{report.checkpoints_checked} checkpoints ({report.signed_heads} signed, "
+               f"{signatures}; {report.unsigned_heads} unsigned from before signing), "
+               f"covered to position {report.covered_position}")
     first = report.first_failure
     if first is None:
         print(f"OK: {summary}")
@@ -437,14 +491,38 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def _signer(settings: Settings) -> Any:
+    from services.registry.audit.tree_head_key import tree_head_signer
+
+    return tree_head_signer(settings)
+
+
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     from services.registry.audit.checkpoints import take_checkpoint
 
     store, checkpoints = _audit_stores(args)
-    taken = take_checkpoint(store, checkpoints, "on_demand")
-    assert taken is not None  # on-demand checkpoints are never skipped
+    taken = take_checkpoint(store, checkpoints, _signer(_settings(args)))
     print(f"checkpoint {taken.id}: {taken.event_count} events to position "
           f"{taken.last_position}, root {taken.root}, at {taken.created_at.isoformat()}")
+    return 0
+
+
+def cmd_audit_tree_head(args: argparse.Namespace) -> int:
+    import json
+
+    from services.registry.audit.checkpoints import extend_tree
+
+    store, checkpoints = _audit_stores(args)
+    signer = _signer(_settings(args))
+    extend_tree(store, checkpoints, signer)
+    latest = checkpoints.latest()
+    head = None if latest is None else latest.signed_head()
+    if head is None:
+        from services.registry.audit.checkpoints import take_checkpoint
+
+        head = take_checkpoint(store, checkpoints, signer).signed_head()
+    assert head is not None  # every head recorded now is signed
+    print(json.dumps(head.as_dict(), indent=2))
     return 0
 
 
@@ -452,14 +530,15 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     from services.registry.audit.export import ExportRefused, export_events
 
     store, checkpoints = _audit_stores(args)
+    signer = _signer_or_none(_settings(args))
     try:
         if args.output == "-":
             written = export_events(store, checkpoints, args.first, args.last, sys.stdout,
-                                    proofs=args.proofs)
+                                    proofs=args.proofs, signer=signer)
         else:
             with open(args.output, "w", encoding="utf-8") as out:
                 written = export_events(store, checkpoints, args.first, args.last, out,
-                                        proofs=args.proofs)
+                                        proofs=args.proofs, signer=signer)
     except ExportRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -467,20 +546,88 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _public_key_file(path: str | None) -> Any:
+    from services.registry.audit.signing import load_public_key
+
+    if path is None:
+        return None
+    try:
+        return load_public_key(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DependencyUnavailable(f"cannot read the public key {path}: {exc}") from None
+
+
 def cmd_audit_verify_export(args: argparse.Namespace) -> int:
     from services.registry.audit.export import verify_export
 
+    public_key = _public_key_file(args.public_key)
     try:
         with open(args.file, encoding="utf-8") as lines:
-            check = verify_export(lines)
+            check = verify_export(lines, public_key)
     except OSError as exc:
         print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
     if check.ok:
-        print(f"OK: {check.events} events rebuild the checkpoint root")
+        print(f"OK: {check.events} events rebuild the signed root; {check.message}")
         return 0
     print(f"FAILED at line {check.line}: {check.message}", file=sys.stderr)
     return 1
+
+
+def cmd_audit_verify_consistency(args: argparse.Namespace) -> int:
+    import json
+
+    from services.registry.audit import consistency_check
+    from services.registry.audit.signing import SignedTreeHead
+
+    try:
+        kept = SignedTreeHead.from_dict(json.loads(Path(args.head).read_text(encoding="utf-8")))
+    except OSError as exc:
+        print(f"error: cannot read {args.head}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {args.head} is not a signed tree head: {exc}", file=sys.stderr)
+        return 2
+    if args.url:
+        api_key = args.api_key or os.environ.get("DEALREG_API_KEY")
+        if not api_key:
+            print("error: --url needs --api-key (or DEALREG_API_KEY)", file=sys.stderr)
+            return 2
+        check = consistency_check.against_service(args.url, api_key, kept,
+                                                  _public_key_file(args.public_key))
+    else:
+        settings = _settings(args)
+        public_key = _public_key(args, settings)
+        if public_key is None:
+            print("error: no key here to check signatures with: pass --public-key",
+                  file=sys.stderr)
+            return 2
+        store, checkpoints = _audit_stores(args)
+        check = consistency_check.against_log(
+            store, checkpoints, kept, public_key,
+            progress=lambda done, head: _show_progress("recomputing leaves", done, head))
+    if check.ok:
+        print(f"OK: {check.message}")
+        return 0
+    print(f"FAILED: {check.message}", file=sys.stderr)
+    return 1
+
+
+def cmd_audit_new_signing_key(args: argparse.Namespace) -> int:
+    from services.registry.audit.signing import key_id, key_seed, public_key_pem, write_new_key
+
+    out = Path(args.out)
+    if out.exists():
+        print(f"error: {out} exists; a signing key is never overwritten", file=sys.stderr)
+        return 2
+    key = write_new_key(out)
+    print(f"wrote {out} (mode 0600); key id {key_id(key.public_key())}", file=sys.stderr)
+    if args.env_file:
+        with open(args.env_file, "a", encoding="utf-8") as env_file:
+            env_file.write(f"DEALREG_SIGNING_KEY={key_seed(key)}\n")
+        print(f"appended DEALREG_SIGNING_KEY to {args.env_file}", file=sys.stderr)
+    print(public_key_pem(key), end="")
+    return 0
 
 
 def _add_parked(actions: Any) -> None:
@@ -525,13 +672,19 @@ def _add_rebuild(projections: argparse.ArgumentParser) -> None:
         "rebuild", help="rebuild every read model from the beginning, compare, switch",
         description="Rebuild every read model from position 0 into fresh tables, print a "
         "checksum per table beside the live one, and switch readers to the rebuilt tables in "
-        "one transaction. Exit 1 if any table differed (it is switched all the same: the log "
-        "is the truth), 2 if the rebuild could not be done.")
+        "one transaction. The rebuilt tables are of the code's read-model version, which the "
+        "switch records; a live table of an older version's shape is reported as changed "
+        "shape, not compared. Exit 1 if any compared table differed (it is switched all the "
+        "same: the log is the truth), 2 if the rebuild could not be done or --version is not "
+        "the code's.")
     rebuild.add_argument("--source", choices=("auto", "log", "kafka"), default="auto",
                          help="what feeds the live read model (auto: the topic if the live "
                          "read model has offsets of DEALREG_KAFKA_TOPIC, else the log)")
     rebuild.add_argument("--dry-run", action="store_true",
                          help="build and compare, leave the live tables as they are")
+    rebuild.add_argument("--version", type=int, metavar="N",
+                         help="the read-model version to build: must be this code's (the "
+                         "default); naming it also allows going back to it from a newer one")
     rebuild.add_argument("--page-size", type=int, default=2000,
                          help="log entries per transaction when rebuilding from the log")
     rebuild.add_argument("--data-dir", help="folder for SQLite files (DEALREG_DATA_DIR)")
@@ -637,14 +790,41 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", "-o", default="-", help="file to write; - for stdout")
     export.add_argument("--proofs", action="store_true",
                         help="add each event's inclusion proof to its line")
+    verify.add_argument("--public-key", help="PEM file of the key that signs tree heads "
+                        "(default: derived from this machine's signing key, if it has one)")
+    tree_head = audit_commands.add_parser(
+        "tree-head", help="extend the tree to the log's head and print its signed head (JSON: "
+        "keep it, for verify-consistency)")
+    consistency = audit_commands.add_parser(
+        "verify-consistency", help="check, from a signed tree head you kept, that the log "
+        "today extends it; exit 1 if not",
+        description="Without --url, every leaf is recomputed from the stored events (run "
+        "where the database is); with --url, the service's newest signed head and its RFC "
+        "9162 consistency proof are checked against the kept head.")
+    consistency.add_argument("head", help="the kept head: JSON of GET /v1/audit/tree-head")
+    consistency.add_argument("--url", help="the registry's base URL, to check over HTTP")
+    consistency.add_argument("--api-key", help="any key, with --url (or DEALREG_API_KEY)")
+    consistency.add_argument("--public-key", help="PEM file of the public key you keep "
+                             "(GET /v1/audit/public-key)")
     for command, run in ((verify, cmd_audit_verify), (checkpoint, cmd_audit_checkpoint),
-                         (export, cmd_audit_export)):
+                         (export, cmd_audit_export), (tree_head, cmd_audit_tree_head),
+                         (consistency, cmd_audit_verify_consistency)):
         command.add_argument("--data-dir", help=data_dir_help)
         command.set_defaults(run=run)
     verify_export = audit_commands.add_parser(
         "verify-export", help="check an export without any database; exit 1 at a bad line")
     verify_export.add_argument("file")
+    verify_export.add_argument("--public-key", help="PEM file of the public key you keep; "
+                               "without it, the key in the export is used")
     verify_export.set_defaults(run=cmd_audit_verify_export)
+    new_key = audit_commands.add_parser(
+        "new-signing-key", help="write a new Ed25519 key for signing tree heads (mode 0600) "
+        "and print its public key", description="For DEALREG_SIGNING_KEY_FILE: every replica "
+        "of the write service signs with the same key.")
+    new_key.add_argument("--out", required=True, help="the key file to create")
+    new_key.add_argument("--env-file", help="also append DEALREG_SIGNING_KEY=<base64 seed> to "
+                         "this env file (deploy/distributed.env)")
+    new_key.set_defaults(run=cmd_audit_new_signing_key)
 
     demo = commands.add_parser("demo", help="record the article's scenario through the HTTP API")
     demo.add_argument("--url", default="http://127.0.0.1:8000")
@@ -663,6 +843,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except DependencyUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except LookupError as exc:
+        from services.registry.audit.signing import SigningKeyMissing
+
+        if not isinstance(exc, SigningKeyMissing):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - one line for the operator; details in the log

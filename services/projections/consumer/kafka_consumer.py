@@ -38,7 +38,7 @@ from kafka.errors import OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
-from contracts.events_v1 import EventEnvelope
+from contracts.events_v2 import EventEnvelope  # either schema version (v1 ones are on the topic)
 from contracts.stream_v1 import StreamStamp
 from contracts.untranslatable_v1 import UntranslatableEvent
 from contracts.watermark_v1 import WATERMARK_HEADER, Watermark

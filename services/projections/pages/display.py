@@ -46,6 +46,32 @@ def money_text(currency: str, low: Decimal | str, high: Decimal | str) -> str:
     return f"{symbol}{grouped(low)}–{grouped(high)}"
 
 
+INSTRUMENT_NAMES = {"equity": "equity", "debt": "debt", "grant": "grant",
+                    "in_kind_technology": "in-kind technology"}
+NOT_STATED = "not stated"
+
+
+def instrument_text(instrument: str | None) -> str:
+    """A pledge's instrument as people read it; "not stated" when it says none."""
+    return NOT_STATED if instrument is None else INSTRUMENT_NAMES.get(instrument, instrument)
+
+
+def schedule_text(currency: str, tranches: Sequence[dict[str, Any]]) -> str:
+    """A pledge's schedule in one cell: "none", or the count and the first and last due
+    dates, "3 tranches, 2026-03-31 to 2028-03-31"."""
+    if not tranches:
+        return "none"
+    if len(tranches) == 1:
+        only = tranches[0]
+        return f"1 tranche, {only['due_date']}: {tranche_amount_text(currency, only['amount'])}"
+    return f"{len(tranches)} tranches, {tranches[0]['due_date']} to {tranches[-1]['due_date']}"
+
+
+def tranche_amount_text(currency: str, amount: Decimal | str) -> str:
+    """One amount in its currency, grouped: "USD 25,000,000"."""
+    return f"{currency} {grouped(amount)}"
+
+
 def currency_sums(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per original currency, the sum over groups of a totals answer's `by_currency`."""
     sums: dict[str, list[Decimal]] = {}

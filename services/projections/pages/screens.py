@@ -19,7 +19,10 @@ from services.projections.pages.display import (
     compact_usd,
     currency_sums,
     grouped,
+    instrument_text,
     money_text,
+    schedule_text,
+    tranche_amount_text,
     usd_sum,
 )
 from services.projections.pages.time_travel import TimeTravel
@@ -235,8 +238,12 @@ def deal_page(queries: ReadModelQueries, travel: TimeTravel, viewer: Viewer, dea
         return {"deal": None, "current": current, "grids": {}}
     pledges = Grid("pledges", "Pledges (active and withdrawn)",
                    ("pledge", "firm", "status", "counted", "amount", "USD low", "USD high",
-                    "units per USD", "rate source", "made at", "revisions", "withdrawn at"),
-                   numeric=frozenset({5, 6, 7, 10}))
+                    "units per USD", "rate source", "instrument", "tranches", "made at",
+                    "revisions", "withdrawn at"),
+                   numeric=frozenset({5, 6, 7, 12}))
+    # Each pledge's schedule, one row per tranche (the pages' time travel shows it as then).
+    schedule = Grid("tranches", "Tranche schedules", ("pledge", "instrument", "due date",
+                                                      "amount"))
     for p in deal["pledges"]:
         amount = p["amount"]
         pledges.rows.append([
@@ -248,9 +255,16 @@ def deal_page(queries: ReadModelQueries, travel: TimeTravel, viewer: Viewer, dea
                  f"{amount['currency']} {amount['low']}-{amount['high']}"),
             cell(grouped(p["usd"]["low"]), p["usd"]["low"]),
             cell(grouped(p["usd"]["high"]), p["usd"]["high"]),
-            p["usd"]["units_per_usd"], p["usd"]["rate_source"], p["made_at"], p["revisions"],
-            p["withdrawn_at"] or "",
+            p["usd"]["units_per_usd"], p["usd"]["rate_source"],
+            cell(instrument_text(p["instrument"]), p["instrument"] or ""),
+            cell(schedule_text(amount["currency"], p["tranches"]), len(p["tranches"])),
+            p["made_at"], p["revisions"], p["withdrawn_at"] or "",
         ])
+        for t in p["tranches"]:
+            schedule.rows.append([
+                p["pledge_id"], instrument_text(p["instrument"]), t["due_date"],
+                cell(tranche_amount_text(amount["currency"], t["amount"]),
+                     f"{amount['currency']} {t['amount']}")])
     agreements = Grid("agreements", "Agreements", ("kind", "what", "parties or place", "when"))
     for t in deal["tech_transfers"]:
         agreements.rows.append(["technology transfer", t["technology"],
@@ -276,8 +290,8 @@ def deal_page(queries: ReadModelQueries, travel: TimeTravel, viewer: Viewer, dea
         status = _status_after(e["type"], e["payload"], status)
         timeline.rows.append([e["occurred_at"], e["type"], status])
     return {"deal": deal, "current": current,
-            "grids": {"pledges": pledges, "agreements": agreements, "timeline": timeline,
-                      "events": events},
+            "grids": {"pledges": pledges, "tranches": schedule, "agreements": agreements,
+                      "timeline": timeline, "events": events},
             "events_total": len(history), "chain": deal_chain(history, stored_hashes)}
 
 
@@ -358,7 +372,8 @@ def firm_page(queries: ReadModelQueries, travel: TimeTravel, code: str) -> dict[
     deal_grid = Grid("deals", "Deals this firm is a party to",
                      ("title", "sector", "format", "status"))
     pledge_grid = Grid("pledges", "This firm's pledges",
-                       ("deal", "pledge", "status", "amount", "USD low", "USD high"),
+                       ("deal", "pledge", "status", "amount", "USD low", "USD high",
+                        "instrument", "tranches"),
                        numeric=frozenset({4, 5}))
     for deal in whole:
         deal_grid.rows.append([
@@ -373,7 +388,9 @@ def firm_page(queries: ReadModelQueries, travel: TimeTravel, code: str) -> dict[
                 cell(money_text(amount["currency"], amount["low"], amount["high"]),
                      f"{amount['currency']} {amount['low']}-{amount['high']}"),
                 cell(grouped(p["usd"]["low"]), p["usd"]["low"]),
-                cell(grouped(p["usd"]["high"]), p["usd"]["high"])])
+                cell(grouped(p["usd"]["high"]), p["usd"]["high"]),
+                cell(instrument_text(p["instrument"]), p["instrument"] or ""),
+                cell(schedule_text(amount["currency"], p["tranches"]), len(p["tranches"]))])
     totals_then = [i for i in totals(queries, TotalsDimension.FIRM, travel)
                    if i["firm"]["code"] == code]
     return {"firm": firm, "current": known[0],

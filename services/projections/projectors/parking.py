@@ -18,7 +18,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
-from contracts.events_v1 import EventEnvelope
+from contracts.events_v2 import EventEnvelope  # either schema version (v1 ones are on the topic)
 from contracts.stream_v1 import StreamStamp
 from services.projections.projectors.failures import printable
 from services.projections.read_model.progress import LOG_SOURCE

@@ -54,12 +54,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from contracts.events_v1 import (
     DealProposed,
-    EventEnvelope,
     EventType,
     FirmRegistered,
     MeetingHeld,
     Payload,
 )
+from contracts.events_v2 import EventEnvelope, latest_payload
 from services.projections.projectors.failures import describe, is_transient
 from services.projections.projectors.parking import (
     ParkedEvent,
@@ -82,6 +82,7 @@ from services.projections.read_model.deal_history import (
     TypedEvent,
     apply_deal_event,
     ledger_changes,
+    pledge_groups,
     typed,
 )
 from services.projections.read_model.indian_money import decimal_text
@@ -98,7 +99,6 @@ from services.projections.read_model.tables import (
     EXACT_PRECISION,
     READ_MODEL_PROJECTOR,
     ParkedState,
-    TotalsDimension,
     applied_versions,
     deal_events,
     deal_parties,
@@ -129,7 +129,8 @@ DEAL_CHANGING_COLUMNS = (
     "tech_transfers", "joint_ventures", "facilities", "cancellation",
 )
 PLEDGE_CHANGING_COLUMNS = (
-    "currency", *AMOUNT_COLUMNS, "units_per_usd", "rate_source", "status", "counted",
+    "currency", *AMOUNT_COLUMNS, "units_per_usd", "rate_source", "instrument", "tranches",
+    "status", "counted",
     "revisions", "revised_at", "revision_reason", "withdrawn_at", "withdrawal_reason",
 )
 TOTALS_KEY = ("dimension", "group_key", "currency")
@@ -262,16 +263,6 @@ class TotalsDelta:
     usd_high: Decimal = Decimal(0)
 
 
-def _contribution_groups(pledge: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
-    """The three totals groups (dimension, key, currency) a counted pledge belongs to."""
-    currency = pledge["currency"]
-    return (
-        (TotalsDimension.SECTOR.value, pledge["sector"], currency),
-        (TotalsDimension.FIRM.value, pledge["firm_code"], currency),
-        (TotalsDimension.COUNTRY.value, pledge["firm_country"], currency),
-    )
-
-
 @dataclass
 class BatchEffects:
     """Everything one batch changes, decided in memory before anything is written.
@@ -333,10 +324,11 @@ class BatchEffects:
             self.changed_stored_pledges.add(key)
 
     def counted(self, pledge: dict[str, Any], sign: int) -> None:
-        """Add (sign +1) or remove (sign -1) a pledge from its three groups' totals.
+        """Add (sign +1) or remove (sign -1) a pledge from its groups' totals, one per
+        dimension (`pledge_groups`).
 
         Runs inside the batch's exact decimal context (`ReadModelProjector.apply`)."""
-        for group in _contribution_groups(pledge):
+        for group in pledge_groups(pledge):
             delta = self.totals.get(group)
             if delta is None:
                 delta = self.totals[group] = TotalsDelta()
@@ -632,7 +624,8 @@ def _deal_event(batch: BatchEffects, e: EventEnvelope, p: Payload) -> None:
         "position": e.position, "deal_id": e.aggregate_id,
         "aggregate_version": e.aggregate_version, "type": e.type.value,
         "event_id": e.event_id, "occurred_at": e.occurred_at, "recorded_at": e.recorded_at,
-        "recorded_by": e.recorded_by, "payload": to_jsonable_python(e.payload),
+        # In its type's newest schema version, as past views read it back (`of_row`).
+        "recorded_by": e.recorded_by, "payload": to_jsonable_python(event.payload),
         "hash": e.hash, "previous_hash": e.previous_hash,
     })
 
@@ -931,7 +924,9 @@ class ReadModelProjector:
                         "waits behind an earlier parked event of its aggregate"))
                     blocked[aggregate].add(version)
                 continue
-            fresh.append((envelope, envelope.typed_payload()))
+            # Any schema version, read in the newest (a v1 pledge payload upcast).
+            fresh.append((envelope, latest_payload(envelope.type, envelope.schema_version,
+                                                   envelope.payload)))
             applied[aggregate] = envelope.aggregate_version
         batch = BatchEffects()
         batch.load(conn, {

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from contracts.events_v1 import EventType
+from contracts.events_v2 import Instrument
 from contracts.submissions_v1 import CODE_PATTERN, DealFormat, FirmKind, Sector
 from services.projections.read_model.tables import DealStatus, PledgeStatus
 from services.shared.openapi_contract import Count, LogPosition
@@ -113,6 +114,16 @@ class CountryTotals(GroupTotals):
     country: Country = Field(description="The pledging firms' country")
 
 
+# An instrument's value, or `not_stated` for the pledges that state none (made before event
+# schema v2, or submitted in v1): read_model.tables.INSTRUMENT_NOT_STATED.
+InstrumentGroup = Literal["equity", "debt", "grant", "in_kind_technology", "not_stated"]
+
+
+class InstrumentTotals(GroupTotals):
+    instrument: InstrumentGroup = Field(description="How the pledges are paid; `not_stated` "
+                                        "for pledges that do not say")
+
+
 class FirmRef(BaseModel):
     code: FirmCode
     name: str | None = Field(description="Null while the firm's registration is not projected")
@@ -141,6 +152,10 @@ class CountryTotalsAnswer(TotalsAnswer):
     items: list[CountryTotals]
 
 
+class InstrumentTotalsAnswer(TotalsAnswer):
+    items: list[InstrumentTotals]
+
+
 # -- Pledges over time ---------------------------------------------------------------------
 
 class Bucket(GroupTotals):
@@ -151,16 +166,19 @@ class Bucket(GroupTotals):
 
 
 class GroupOverTime(BaseModel):
-    """One group and its buckets, oldest first; exactly one of sector, firm and country."""
+    """One group and its buckets, oldest first; exactly one of sector, firm, country and
+    instrument."""
 
     sector: Sector | None = None
     firm: FirmRef | None = None
     country: Country | None = Field(default=None, description="The pledging firms' country")
+    instrument: InstrumentGroup | None = Field(default=None, description="How the pledges "
+                                               "are paid; `not_stated` for those that do not say")
     buckets: list[Bucket]
 
 
 class OverTimeAnswer(BaseModel):
-    dimension: Literal["sector", "firm", "country"]
+    dimension: Literal["sector", "firm", "country", "instrument"]
     interval: Literal["day", "month", "quarter"]
     from_: str = Field(alias="from", json_schema_extra={"format": "date"},
                        description="The first bucket's first day")
@@ -198,6 +216,12 @@ class PledgedFirm(BaseModel):
     country: Country
 
 
+class Tranche(BaseModel):
+    due_date: str = Field(json_schema_extra={"format": "date"}, examples=["2027-03-31"],
+                          description="When it is due")
+    amount: DecimalText = Field(description="In the pledge's currency")
+
+
 class Pledge(BaseModel):
     pledge_id: str
     firm: PledgedFirm
@@ -205,6 +229,10 @@ class Pledge(BaseModel):
     counted: bool = Field(description="In the totals: active, and its deal not cancelled")
     amount: MoneyRange
     usd: UsdConversion
+    instrument: Instrument | None = Field(description="How the pledge is paid; null: not "
+                                          "stated (made before event schema v2, or in v1)")
+    tranches: list[Tranche] = Field(description="Its schedule, due dates ascending, amounts in "
+                                    "its currency; empty: none stated")
     made_at: Timestamp
     revisions: Count
     revised_at: Timestamp | None
@@ -281,8 +309,10 @@ class DealEvent(BaseModel):
     recorded_by: str | None = Field(description="Name of the key that recorded it"
                                     + PROVENANCE_NOTE)
     withheld: list[ProvenanceField] = Field(description="The fields withheld from you")
-    payload: dict[str, Any] = Field(description="As recorded: the payload of `type` in "
-                                    "contracts/events_v1 (amounts as decimal strings)")
+    payload: dict[str, Any] = Field(description="As recorded: the payload of `type` in its "
+                                    "newest schema version (contracts/events_v2: pledge events "
+                                    "with instrument and tranches, null and empty for those "
+                                    "recorded before v2; amounts as decimal strings)")
     hash: Hash
     previous_hash: Hash
 

@@ -38,6 +38,7 @@ from services.projections.query_api.responses import (
     DealsPage,
     FirmsPage,
     FirmTotalsAnswer,
+    InstrumentTotalsAnswer,
     MeetingsPage,
     OverTimeAnswer,
     RecordedEventsPage,
@@ -324,11 +325,21 @@ def read_router() -> APIRouter:
         or as of a business time (`as_of`) or recorded position or time (`recorded_as_of`)."""
         return totals(queries, TotalsDimension.COUNTRY, position, past, response)
 
+    @router.get("/pledges/by-instrument", **read_route(READ_ERRORS, InstrumentTotalsAnswer))
+    def pledges_by_instrument(
+        principal: Reader, position: Position, queries: Queries, past: Past,
+        response: Response,
+    ) -> dict[str, Any]:
+        """Totals of active pledges per instrument (equity, debt, grant, in-kind technology;
+        `not_stated` for pledges that do not say), in USD and per original currency; now, or
+        as of a business time (`as_of`) or recorded position or time (`recorded_as_of`)."""
+        return totals(queries, TotalsDimension.INSTRUMENT, position, past, response)
+
     @router.get("/pledges/over-time", **read_route(READ_ERRORS, OverTimeAnswer))
     def pledges_over_time(
         principal: Reader, position: Position, queries: Queries, response: Response,
         dimension: Annotated[TotalsDimension, Query(
-            description="Group by sector, pledging firm or the firm's country")],
+            description="Group by sector, pledging firm, the firm's country or instrument")],
         since: Annotated[str, Query(
             alias="from", pattern=DATE_PATTERN, max_length=10, examples=["2025-01-01"],
             description="A date (UTC): the first bucket is the one holding it")],

@@ -10,6 +10,10 @@ it, the events that occurred at or before a business time (what was true then, a
 now). Filtering by business time can leave an event without its referent, e.g. a revision of
 a pledge made later: such an event is skipped, because at that time there was nothing to
 revise.
+
+Payloads are read in their type's newest schema version (contracts.events_v2): a pledge event
+published at v1 is upcast (instrument null, no tranches), so past views give the instrument
+and schedule each pledge had at that point.
 """
 
 from __future__ import annotations
@@ -22,20 +26,26 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from contracts.events_v1 import (
-    PAYLOAD_MODELS,
     DealCancelled,
     DealProposed,
     EventEnvelope,
     EventType,
     FacilityAnnounced,
     JointVentureFormed,
-    PledgeMade,
-    PledgeRevised,
     PledgeWithdrawn,
     TechTransferSigned,
 )
+from contracts.events_v2 import (
+    PAYLOAD_MODELS,
+    PledgeMade,
+    PledgeRevised,
+    Tranche,
+    upcast_payload,
+)
+from services.projections.read_model.indian_money import decimal_text
 from services.projections.read_model.tables import (
     EXACT_PRECISION,
+    INSTRUMENT_NOT_STATED,
     DealStatus,
     PledgeStatus,
     TotalsDimension,
@@ -46,7 +56,8 @@ AMOUNTS = ("low", "high", "usd_low", "usd_high")
 
 @dataclass(frozen=True)
 class HistoryEvent:
-    """One event of a deal's history, as kept in rm_deal_events or carried by an envelope."""
+    """One event of a deal's history, as kept in rm_deal_events or carried by an envelope;
+    its payload in its type's newest schema version."""
 
     position: int
     deal_id: UUID
@@ -57,14 +68,20 @@ class HistoryEvent:
 
     @classmethod
     def of_envelope(cls, envelope: EventEnvelope) -> HistoryEvent:
+        """From an envelope of any schema version (a v1 envelope has no newer one)."""
         return cls(envelope.position, envelope.aggregate_id, envelope.aggregate_version,
-                   envelope.type, envelope.occurred_at.astimezone(UTC), envelope.payload)
+                   envelope.type, envelope.occurred_at.astimezone(UTC),
+                   upcast_payload(envelope.type, envelope.schema_version, envelope.payload))
 
     @classmethod
     def of_row(cls, row: Mapping[Any, Any]) -> HistoryEvent:
-        """From the columns of rm_deal_events."""
-        return cls(row["position"], row["deal_id"], row["aggregate_version"],
-                   EventType(row["type"]), row["occurred_at"].astimezone(UTC), row["payload"])
+        """From the columns of rm_deal_events, which keep payloads as `of_envelope` reads
+        them; a row projected before event schema v2 holds a v1 payload, which
+        `upcast_payload` completes (it adds only what a payload lacks)."""
+        event_type = EventType(row["type"])
+        return cls(row["position"], row["deal_id"], row["aggregate_version"], event_type,
+                   row["occurred_at"].astimezone(UTC),
+                   upcast_payload(event_type, 1, row["payload"]))
 
 
 @dataclass(frozen=True)
@@ -178,12 +195,22 @@ def business_day(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
 
 
-def pledge_groups(pledge: Mapping[str, Any]) -> tuple[Group, Group, Group]:
-    """The three totals groups a counted pledge belongs to."""
+def pledge_groups(pledge: Mapping[str, Any]) -> tuple[Group, ...]:
+    """The totals groups a counted pledge belongs to, one per dimension."""
     currency = pledge["currency"]
-    return ((TotalsDimension.SECTOR.value, str(pledge["sector"]), currency),
-            (TotalsDimension.FIRM.value, str(pledge["firm_code"]), currency),
-            (TotalsDimension.COUNTRY.value, str(pledge["firm_country"]), currency))
+    return tuple((dimension.value, _group_key(pledge, dimension), currency)
+                 for dimension in TotalsDimension)
+
+
+def instrument_group(instrument: str | None) -> str:
+    """The instrument totals group of a pledge's instrument (None: not stated)."""
+    return INSTRUMENT_NOT_STATED if instrument is None else instrument
+
+
+def tranche_rows(tranches: Sequence[Tranche]) -> list[dict[str, str]]:
+    """A schedule as rm_pledges keeps it (JSON): ISO due dates, amounts as decimal text."""
+    return [{"due_date": t.due_date.isoformat(), "amount": decimal_text(t.amount)}
+            for t in tranches]
 
 
 def _contributions(states: Iterable[DealState]) -> dict[Group, list[Any]]:
@@ -276,6 +303,8 @@ def ledger_changes(before: Sequence[TypedEvent], new: Sequence[TypedEvent]
 
 
 def _group_key(pledge: Mapping[str, Any], dimension: TotalsDimension) -> str:
+    if dimension is TotalsDimension.INSTRUMENT:
+        return instrument_group(pledge["instrument"])
     column = {TotalsDimension.SECTOR: "sector", TotalsDimension.FIRM: "firm_code",
               TotalsDimension.COUNTRY: "firm_country"}[dimension]
     return str(pledge[column])
@@ -356,6 +385,8 @@ def _pledge_made(states: dict[UUID, DealState], e: HistoryEvent, p: PledgeMade,
         firm_country=p.firm_country, sector=state.deal["sector"], currency=p.amount.currency,
         low=p.amount.low, high=p.amount.high, usd_low=p.usd.low, usd_high=p.usd.high,
         units_per_usd=p.usd.units_per_usd, rate_source=p.usd.rate_source,
+        instrument=None if p.instrument is None else p.instrument.value,
+        tranches=tranche_rows(p.tranches),
         status=PledgeStatus.ACTIVE.value,
         counted=state.deal["status"] != DealStatus.CANCELLED,
         made_at=e.occurred_at, revisions=0, revised_at=None, revision_reason=None,
@@ -376,7 +407,10 @@ def _pledge_revised(states: dict[UUID, DealState], e: HistoryEvent, p: PledgeRev
     pledge.update(
         currency=p.amount.currency, low=p.amount.low, high=p.amount.high,
         usd_low=p.usd.low, usd_high=p.usd.high, units_per_usd=p.usd.units_per_usd,
-        rate_source=p.usd.rate_source, revisions=pledge["revisions"] + 1,
+        rate_source=p.usd.rate_source,
+        # A revision states the terms after it (one submitted in v1 repeats those it kept).
+        instrument=None if p.instrument is None else p.instrument.value,
+        tranches=tranche_rows(p.tranches), revisions=pledge["revisions"] + 1,
         revised_at=e.occurred_at, revision_reason=p.reason,
     )
     if pledge["counted"]:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     DateTime,
     Dialect,
     Engine,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    delete,
     func,
     insert,
     inspect,
@@ -39,6 +41,14 @@ from services.shared.database import upgrade_columns
 
 # The tracking row of the projector that feeds these tables.
 READ_MODEL_PROJECTOR = "read_model"
+# The version of the read model this code builds. Bump it whenever a table's shape (a column,
+# a table or an index added, dropped or changed) or a projection rule changes: a read model
+# of an older version is then never used as it is, but rebuilt from the log or the topic
+# beside the live one and switched to (`dealreg projections rebuild --version N`; `dealreg
+# up` does it by itself). The live read model's version is in `rm_read_model_version`.
+READ_MODEL_VERSION = 2
+# The version of a read model built before versions were recorded (no row): the first shape.
+UNVERSIONED_READ_MODEL = 1
 # Decimal precision at which sums of stored amounts never round (rounding is trapped).
 EXACT_PRECISION = 80
 
@@ -55,11 +65,17 @@ class PledgeStatus(StrEnum):
 
 
 class TotalsDimension(StrEnum):
-    """What pledge totals are grouped by; the group key is a sector, firm code or country."""
+    """What pledge totals are grouped by; the group key is a sector, firm code, country or
+    instrument (INSTRUMENT_NOT_STATED for a pledge that states none)."""
 
     SECTOR = "sector"
     FIRM = "firm"
     COUNTRY = "country"
+    INSTRUMENT = "instrument"
+
+
+# The instrument group of pledges that state none (made before event schema v2, or in v1).
+INSTRUMENT_NOT_STATED = "not_stated"
 
 
 class DecimalText(TypeDecorator[Decimal]):
@@ -177,6 +193,10 @@ pledges = Table(
     Column("usd_high", DecimalText, nullable=False),
     Column("units_per_usd", DecimalText, nullable=False),
     Column("rate_source", String(300), nullable=False),
+    # The terms (event schema v2): an instrument's value, NULL when not stated; the schedule
+    # as a JSON list of {"due_date": ISO date, "amount": decimal text}, [] when none.
+    Column("instrument", String(30), nullable=True),
+    Column("tranches", JSON, nullable=False),
     Column("status", String(20), nullable=False),
     # True while the pledge is in the totals: active and its deal not cancelled.
     Column("counted", Boolean, nullable=False),
@@ -377,9 +397,53 @@ parked_events = Table(
 )
 
 
+# The version of the live read model (`READ_MODEL_VERSION` of the code that built it). Not
+# part of the read model's state either: a rebuild sets it in the transaction of its switch.
+versions = MetaData()
+
+read_model_version = Table(
+    "rm_read_model_version",
+    versions,
+    Column("projector", String(100), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("built_at", UtcDateTime, nullable=False),
+)
+
+
+def stored_read_model_version(conn: Connection) -> int | None:
+    """The version of the read model in `conn`'s database: its row, else
+    UNVERSIONED_READ_MODEL if the read model's tables exist, else None (there is none yet)."""
+    names = set(inspect(conn).get_table_names())
+    if read_model_version.name in names:
+        stored = conn.execute(select(read_model_version.c.version).where(
+            read_model_version.c.projector == READ_MODEL_PROJECTOR)).scalar()
+        if stored is not None:
+            return int(stored)
+    if any(table.name in names for table in read_model.sorted_tables):
+        return UNVERSIONED_READ_MODEL
+    return None
+
+
+def record_read_model_version(conn: Connection, version: int) -> None:
+    """Say, in `conn`'s transaction, that the read model is of `version` from now on."""
+    conn.execute(delete(read_model_version).where(
+        read_model_version.c.projector == READ_MODEL_PROJECTOR))
+    conn.execute(insert(read_model_version).values(
+        projector=READ_MODEL_PROJECTOR, version=version, built_at=datetime.now(UTC)))
+
+
 def create_read_schema(engine: Engine) -> None:
-    """Create the read model's tables and indexes where missing; run once at start-up."""
+    """Create the read model's tables and indexes where missing; run once at start-up.
+
+    Never alters a table: a read model of another version than the code's is rebuilt
+    (`rebuild.rebuild_read_model`), which the callers check first. A new read model is
+    of the code's version, recorded before its tables are made."""
     existing = set(inspect(engine).get_table_names())
+    versions.create_all(engine)
+    if not any(table.name in existing for table in read_model.sorted_tables):
+        with engine.begin() as conn:
+            if stored_read_model_version(conn) is None:
+                record_read_model_version(conn, READ_MODEL_VERSION)
     read_model.create_all(engine)
     ledger_tables = {pledge_ledger.name, pledge_ledger_tree.name}
     if not ledger_tables <= existing and recorded_events.name in existing:

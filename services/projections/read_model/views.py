@@ -112,6 +112,9 @@ def pledge_view(pledge: Columns, firm_name: str | None) -> dict[str, Any]:
             "units_per_usd": decimal_text(pledge["units_per_usd"]),
             "rate_source": pledge["rate_source"],
         },
+        "instrument": pledge["instrument"],
+        "tranches": [{"due_date": t["due_date"], "amount": t["amount"]}
+                     for t in pledge["tranches"]],
         "made_at": iso(pledge["made_at"]),
         "revisions": pledge["revisions"],
         "revised_at": iso(pledge["revised_at"]),

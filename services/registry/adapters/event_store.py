@@ -14,15 +14,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import fields
+from datetime import date
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
     IntegrityError,
     JSONTranscoder,
     Notification,
     Transcoding,
+    UUIDAsHex,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
@@ -33,7 +37,7 @@ from eventsourcing.utils import Environment, EnvType
 from services.registry.domain import deal, firm, meeting, receipt  # noqa: F401
 from services.registry.domain.deal import Pledge
 from services.registry.domain.recorded import RecordedEvent
-from services.registry.domain.values import AmountRange, UsdConversion
+from services.registry.domain.values import AmountRange, Tranche, UsdConversion
 from services.shared.settings import Settings
 
 log = logging.getLogger("dealreg.event_store")
@@ -59,13 +63,39 @@ class DataclassAsDict(Transcoding):
         return self.type(**data)
 
 
+class DateAsISO(Transcoding):
+    """A calendar date as its ISO text (a pledge's tranche due dates in snapshots). Events
+    never hold one: they store dates as ISO strings, plain JSON an auditor hashes as is."""
+
+    type = date
+    name = "dealregistry:date"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
 # Enum-valued state needs no transcoding: aggregates keep an enum's value, a plain string,
 # and a StrEnum member would reach JSON as that string before any transcoding is asked.
 STATE_TRANSCODINGS = (
     DataclassAsDict(AmountRange, "dealregistry:AmountRange"),
     DataclassAsDict(UsdConversion, "dealregistry:UsdConversion"),
     DataclassAsDict(Pledge, "dealregistry:Pledge"),
+    DataclassAsDict(Tranche, "dealregistry:Tranche"),
+    DateAsISO(),
 )
+
+
+def stored_state_transcoder() -> JSONTranscoder:
+    """The transcoder stored event state is written with, without a store: for checking an
+    export's stored bytes offline. The library's own three transcodings (its Application's
+    register_transcodings) and ours."""
+    transcoder = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), *STATE_TRANSCODINGS):
+        transcoder.register(transcoding)
+    return transcoder
 
 
 def snapshot_interval(env: Environment) -> int:
@@ -174,6 +204,64 @@ class DealRegistryStore(Application[UUID]):
             else:
                 raise TypeError(f"unsupported recorder {type(recorder).__name__}")
         return found
+
+    def read_by_aggregate(
+        self, after: tuple[UUID, int] | None, limit: int
+    ) -> list[Notification]:
+        """Up to `limit` stored events ordered by aggregate id, then version, from just after
+        the (aggregate id, version) given: the events table's primary key order."""
+        recorder: Any = self.recorder
+        table = recorder.events_table_name
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            where, params = "", [limit]  # type: tuple[str, list[Any]]
+            if after is not None:
+                where, params = "WHERE (originator_id, originator_version) > (?, ?) ", [
+                    after[0].hex, after[1], limit]
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(
+                    f"SELECT rowid, originator_id, originator_version, topic, state "  # noqa: S608
+                    f"FROM {table} {where}ORDER BY originator_id, originator_version LIMIT ?",
+                    params,
+                )
+                return [Notification(id=row[0], originator_id=UUID(row[1]),
+                                     originator_version=row[2], topic=row[3], state=row[4])
+                        for row in cursor.fetchall()]
+        if isinstance(recorder, PostgresApplicationRecorder):
+            where_pg, params_pg = "", [limit]  # type: tuple[str, list[Any]]
+            if after is not None:
+                where_pg = "WHERE (originator_id, originator_version) > (%s, %s) "
+                params_pg = [after[0], after[1], limit]
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(
+                    f"SELECT notification_id, originator_id, originator_version, topic, state "  # noqa: S608
+                    f"FROM {table} {where_pg}ORDER BY originator_id, originator_version "
+                    "LIMIT %s",
+                    params_pg,
+                )
+                return [Notification(id=row["notification_id"],
+                                     originator_id=row["originator_id"],
+                                     originator_version=row["originator_version"],
+                                     topic=row["topic"], state=bytes(row["state"]))
+                        for row in cursor.fetchall()]
+        raise TypeError(f"unsupported recorder {type(recorder).__name__}")
+
+    def count_events(self, after: int, until: int) -> int:
+        """How many events the log holds at positions in (after, until]."""
+        recorder: Any = self.recorder
+        table = recorder.events_table_name
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(f"SELECT count(*) FROM {table} "  # noqa: S608 - name is ours
+                               "WHERE rowid > ? AND rowid <= ?", (after, until))
+                return int(cursor.fetchone()[0])
+        if isinstance(recorder, PostgresApplicationRecorder):
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(f"SELECT count(*) AS n FROM {table} "  # noqa: S608 - ours
+                               "WHERE notification_id > %s AND notification_id <= %s",
+                               (after, until))
+                row = cursor.fetchone()
+                return 0 if row is None else int(row["n"])
+        raise TypeError(f"unsupported recorder {type(recorder).__name__}")
 
     def head_position(self) -> int:
         return self.recorder.max_notification_id() or 0

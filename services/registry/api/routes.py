@@ -7,16 +7,24 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import Counter, Gauge
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from contracts.submissions_v1 import Receipt, Submission
+from contracts.submissions_v1 import Receipt
+from contracts.submissions_v2 import (
+    ANY_VERSION_SUBMISSION,
+    V1_PLEDGES_DEPRECATED_AT,
+    deprecation_header,
+    is_deprecated,
+    validate_submission,
+)
 from services.registry.api.errors import as_api_error
 from services.registry.api.json_body import JSON, NDJSON, media_type, parse_json
 from services.registry.api.request_schemas import install_request_schemas, json_request_body
 from services.registry.application.authority import Authority
 from services.registry.application.commands import RecordPartnerEvent
 from services.registry.application.handlers import RecordingService
+from services.registry.audit.proofs import tree_size_covering
 from services.registry.audit.routes import install_audit_api
 from services.shared.api_keys import ApiKeyStore, Principal
 from services.shared.errors import ApiError, Error, ErrorBody, error_responses, validation_error
@@ -24,7 +32,6 @@ from services.shared.http_basics import HttpMetrics
 from services.shared.key_auth import Writer
 
 MAX_BATCH_ITEMS = 1000
-SUBMISSION = TypeAdapter(Submission)
 
 router = APIRouter(prefix="/v1", tags=["write"])
 
@@ -52,17 +59,34 @@ WRITE_ERRORS = {
 }
 
 
+# v1 pledge submissions are deprecated (contracts.submissions_v2): their answers say so.
+DEPRECATION_HEADER = {"Deprecation": {
+    "description": "On answers to a v1 `pledge_made` or `pledge_revised` (no schema_version, or "
+                   "1): that form is deprecated since this date (RFC 9745: `@` and Unix "
+                   f"seconds, {V1_PLEDGES_DEPRECATED_AT.date()}); send schema_version 2",
+    "schema": {"type": "string", "pattern": r"^@[0-9]+$",
+               "examples": [deprecation_header()["Deprecation"]]},
+}}
+
+
 def submission_of(item: Any) -> Any:
-    """The validated submission in a parsed JSON value, or the 422 naming what is wrong."""
+    """The validated submission (v1 or v2) in a parsed JSON value, or the 422 naming what is
+    wrong."""
     try:
-        return SUBMISSION.validate_python(item)
+        return validate_submission(item)
     except ValidationError as exc:
         raise validation_error(exc.errors()) from None
 
 
+def deprecated_form(item: Any) -> bool:
+    """Whether a parsed JSON value is a v1 pledge submission, valid or not (a refusal of one
+    is answered with the Deprecation header too)."""
+    return isinstance(item, dict) and is_deprecated(item)
+
+
 @router.post(
     "/events", status_code=201, response_model=Receipt,
-    responses={**WRITE_ERRORS, **error_responses(404)},
+    responses={201: {"headers": DEPRECATION_HEADER}, **WRITE_ERRORS, **error_responses(404)},
     summary="Record a partner event", openapi_extra=json_request_body("Submission"),
 )
 async def record_event(request: Request, principal: Writer) -> Response:
@@ -71,20 +95,32 @@ async def record_event(request: Request, principal: Writer) -> Response:
     attempt is in flight; the same id with another meaning is 409 `event_id_reused`.
     A partner key records only for the firms it is bound to: another firm's event is 403
     `forbidden`, naming the firms and the rule (`acts_for_firm`, `party_to_deal`,
-    `party_to_agreement`, `own_pledge`, `attended_meeting`)."""
+    `party_to_agreement`, `own_pledge`, `attended_meeting`).
+
+    `schema_version` 2 (contracts/submissions_v2) states a pledge's `instrument` and
+    `tranches`; without it (or with 1) the event is v1. A v1 `pledge_made` or
+    `pledge_revised` is deprecated: every answer to one carries a `Deprecation` header."""
     media_type(request, (JSON,))
     item = parse_json(await request.body())
     # What was refused, for the refusal log (services.shared.refusals), if it says.
     request.state.event_type = event_type_of(item)
-    submission = submission_of(item)
-    service: RecordingService = request.app.state.recording_service
+    deprecated = deprecated_form(item)
     try:
-        receipt = await run_in_threadpool(
-            service.record,
-            RecordPartnerEvent(principal.name, submission, authority_of(request, principal)))
-    except Exception as exc:  # noqa: BLE001 - translated or re-raised by as_api_error
-        raise as_api_error(exc) from exc
+        submission = submission_of(item)
+        service: RecordingService = request.app.state.recording_service
+        try:
+            receipt = await run_in_threadpool(
+                _covered, request, service.record,
+                RecordPartnerEvent(principal.name, submission, authority_of(request, principal)))
+        except Exception as exc:  # noqa: BLE001 - translated or re-raised by as_api_error
+            raise as_api_error(exc) from exc
+    except ApiError as refusal:
+        if deprecated:
+            refusal.headers = {**(refusal.headers or {}), **deprecation_header()}
+        raise
     headers = {"X-Log-Position": str(receipt.position)}
+    if deprecated:
+        headers.update(deprecation_header())
     if receipt.replayed:
         headers["Idempotent-Replayed"] = "true"
     else:
@@ -94,16 +130,21 @@ async def record_event(request: Request, principal: Writer) -> Response:
 
 
 @router.post(
-    "/events/batch", response_model=BatchAnswer, responses=WRITE_ERRORS,
+    "/events/batch", response_model=BatchAnswer,
+    responses={200: {"headers": DEPRECATION_HEADER}, **WRITE_ERRORS},
     summary="Record many partner events",
     openapi_extra=json_request_body("Submission", batch_of=MAX_BATCH_ITEMS),
 )
-async def record_events(request: Request, principal: Writer) -> dict[str, Any]:
+async def record_events(request: Request, principal: Writer,
+                        response: Response) -> dict[str, Any]:
     """Record up to 1,000 events, in order, from a JSON array or NDJSON (one event per line).
     Each item is answered on its own, exactly as `POST /v1/events` would answer it: a bad item
-    never stops the others, and a retried batch replays the items already recorded."""
+    never stops the others, and a retried batch replays the items already recorded. The
+    answer carries the `Deprecation` header if any item is a v1 pledge submission."""
     kind = media_type(request, (JSON, NDJSON))
     items = _batch_items(await request.body(), kind)
+    if any(deprecated_form(item) for item in items):
+        response.headers.update(deprecation_header())
     answers: dict[int, dict[str, Any]] = {}
     valid: dict[int, Any] = {}
     for index, item in enumerate(items):
@@ -112,8 +153,9 @@ async def record_events(request: Request, principal: Writer) -> dict[str, Any]:
         except ApiError as refusal:
             answers[index] = {"status": refusal.status, **refusal.body()}
     service: RecordingService = request.app.state.recording_service
-    outcomes = await run_in_threadpool(service.record_many, principal.name,
-                                       list(valid.values()), authority_of(request, principal))
+    outcomes = await run_in_threadpool(_covered_many, request, service.record_many,
+                                       principal.name, list(valid.values()),
+                                       authority_of(request, principal))
     recorded = 0
     for index, outcome in zip(valid, outcomes, strict=True):
         if isinstance(outcome, Receipt):
@@ -134,6 +176,20 @@ async def record_events(request: Request, principal: Writer) -> dict[str, Any]:
                         event_type=event_type_of(items[answer["index"]]))
     failed = len(refused)
     return {"items": ordered, "recorded": recorded, "failed": failed}
+
+
+def _covered(request: Request, record: Callable[..., Receipt], *args: Any) -> Receipt:
+    """Record, then name in the receipt the tree size that will cover the event."""
+    receipt = record(*args)
+    return receipt.model_copy(update={"tree_size": request.app.state.tree_size_covering(
+        receipt.position)})
+
+
+def _covered_many(request: Request, record: Callable[..., list[Any]], *args: Any) -> list[Any]:
+    outcomes = record(*args)
+    covering = request.app.state.tree_size_covering
+    return [outcome.model_copy(update={"tree_size": covering(outcome.position)})
+            if isinstance(outcome, Receipt) else outcome for outcome in outcomes]
 
 
 def authority_of(request: Request, principal: Principal) -> Authority:
@@ -184,6 +240,7 @@ def install_write_api(
 
     def events_recorded(receipt: Receipt) -> None:
         appended.labels(receipt.type).inc()
+        app.state.tree_head_follower.wake()
         if on_recorded is not None:
             on_recorded()
 
@@ -191,5 +248,8 @@ def install_write_api(
     app.state.recording_service = service
     app.state.events_recorded = events_recorded
     app.include_router(router)
-    install_request_schemas(app, {"Submission": SUBMISSION})
+    install_request_schemas(app, {"Submission": ANY_VERSION_SUBMISSION})
     install_audit_api(app, service.store)
+    checkpoints = app.state.audit_checkpoints
+    app.state.tree_size_covering = lambda position: tree_size_covering(
+        service.store, checkpoints, position)

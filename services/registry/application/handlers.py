@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -57,7 +58,7 @@ from services.registry.domain.identities import derived_id, firm_id, receipt_id
 from services.registry.domain.meeting import Meeting
 from services.registry.domain.receipt import IngestionReceipt
 from services.registry.domain.recorded import Provenance, RecordedAggregate
-from services.registry.domain.values import AmountRange, UsdConversion
+from services.registry.domain.values import AmountRange, PledgeTerms, UsdConversion
 
 # Each contended round lets at least one writer through, so this many writers on one
 # aggregate all succeed; the jittered pause keeps the losers from colliding again at once.
@@ -108,19 +109,20 @@ class RecordingService:
         self.store = store
         self.rates = rates
         self.committer = committer or GroupCommitter(store)
+        # By type: a v2 submission (contracts.submissions_v2) extends its v1 model.
         self._deciders: dict[
-            type, Callable[[Any, Provenance, UnitOfWork, Authority], RecordedAggregate]
+            str, Callable[[Any, Provenance, UnitOfWork, Authority], RecordedAggregate]
         ] = {
-            FirmRegisteredSubmission: self._register_firm,
-            MeetingHeldSubmission: self._hold_meeting,
-            DealProposedSubmission: self._propose_deal,
-            PledgeMadeSubmission: self._make_pledge,
-            PledgeRevisedSubmission: self._revise_pledge,
-            PledgeWithdrawnSubmission: self._withdraw_pledge,
-            TechTransferSignedSubmission: self._sign_tech_transfer,
-            JointVentureFormedSubmission: self._form_joint_venture,
-            FacilityAnnouncedSubmission: self._announce_facility,
-            DealCancelledSubmission: self._cancel_deal,
+            "firm_registered": self._register_firm,
+            "meeting_held": self._hold_meeting,
+            "deal_proposed": self._propose_deal,
+            "pledge_made": self._make_pledge,
+            "pledge_revised": self._revise_pledge,
+            "pledge_withdrawn": self._withdraw_pledge,
+            "tech_transfer_signed": self._sign_tech_transfer,
+            "joint_venture_formed": self._form_joint_venture,
+            "facility_announced": self._announce_facility,
+            "deal_cancelled": self._cancel_deal,
         }
 
     def record(self, command: RecordPartnerEvent) -> Receipt:
@@ -226,7 +228,7 @@ class RecordingService:
         )
         # A retry was answered above, before this: the receipt of an event a key recorded is
         # its own, even if the key's firms have changed since.
-        aggregate = self._deciders[type(submission)](
+        aggregate = self._deciders[submission.type](
             submission, provenance, uow, command.authority)
         (event,) = aggregate.pending_events
         version_before = aggregate.version - 1
@@ -329,6 +331,19 @@ class RecordingService:
     def _amount(amount: AmountIn) -> AmountRange:
         return AmountRange.of(amount.low, amount.high, amount.currency, "payload.amount")
 
+    @staticmethod
+    def _terms(payload: Any, amount: AmountRange) -> PledgeTerms | None:
+        """The terms a v2 pledge payload states, checked against its amount; None for a v1
+        payload, which states none."""
+        instrument = getattr(payload, "instrument", None)
+        if instrument is None:
+            return None
+        return PledgeTerms.of(
+            instrument.value,
+            [(date.fromisoformat(t.due_date), t.amount) for t in payload.tranches],
+            amount, "payload.",
+        )
+
     # One decision per submission type.
 
     def _register_firm(
@@ -372,12 +387,16 @@ class RecordingService:
         amount = self._amount(s.payload.amount)
         pledge_id = s.payload.pledge_id or str(derived_id("pledge", p.recorded_by, s.event_id))
         usd = self._conversion(amount, s.payload.rate)
+        terms = self._terms(s.payload, amount)
         firm = uow.firm(s.payload.firm)
         if firm is None:
             raise UnknownReference(
                 "payload.firm", "registered_firm", f"firm {s.payload.firm!r} is not registered"
             )
-        deal.make_pledge(pledge_id, s.payload.firm, firm.country, amount, usd, p)
+        if terms is None:
+            deal.make_pledge(pledge_id, s.payload.firm, firm.country, amount, usd, p)
+        else:
+            deal.make_pledge(pledge_id, s.payload.firm, firm.country, amount, usd, p, terms)
         return deal
 
     def _revise_pledge(
@@ -388,7 +407,7 @@ class RecordingService:
         amount = self._amount(s.payload.amount)
         deal.revise_pledge(
             s.payload.pledge_id, amount, self._conversion(amount, s.payload.rate),
-            s.payload.reason, p,
+            s.payload.reason, p, self._terms(s.payload, amount),
         )
         return deal
 

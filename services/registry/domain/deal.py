@@ -15,12 +15,16 @@ from services.registry.domain.recorded import (
     RecordedEvent,
 )
 from services.registry.domain.values import (
+    NOT_STATED,
     AmountRange,
     DealFormat,
     DealStatus,
+    PledgeTerms,
     Sector,
+    Tranche,
     UsdConversion,
     parse_enum,
+    require_schedule_within,
     require_text,
 )
 
@@ -35,11 +39,26 @@ class Pledge:
     amount: AmountRange
     usd: UsdConversion
     withdrawn: bool = False
+    # The terms (event schema v2); a snapshot taken before them restores the defaults.
+    instrument: str | None = None
+    tranches: tuple[Tranche, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.tranches = tuple(self.tranches)  # a snapshot restores a JSON list
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Pledge:
         # Amounts are frozen values, so a copy may share them: copying a deal with hundreds
         # of pledges for each decision must not copy every Decimal in it.
-        return Pledge(self.pledge_id, self.firm, self.amount, self.usd, self.withdrawn)
+        return Pledge(self.pledge_id, self.firm, self.amount, self.usd, self.withdrawn,
+                      self.instrument, self.tranches)
+
+    @property
+    def terms(self) -> PledgeTerms:
+        return PledgeTerms(self.instrument, self.tranches)
+
+    def take_terms(self, terms: PledgeTerms) -> None:
+        self.instrument = terms.instrument
+        self.tranches = terms.tranches
 
 
 def _amount_fields(amount: AmountRange, usd: UsdConversion) -> dict[str, Any]:
@@ -55,7 +74,13 @@ def _amount_fields(amount: AmountRange, usd: UsdConversion) -> dict[str, Any]:
 
 
 class PledgeAmountEvent(RecordedEvent):
-    """Fields shared by the events that set a pledge's amount."""
+    """Fields shared by the events that set a pledge's amount and terms.
+
+    Class version 2 added the terms: `instrument` (an Instrument's value; None: not stated)
+    and `tranches` (each {"due_date": ISO date, "amount": Decimal in the pledge's currency},
+    dates ascending; possibly none). Each event states the pledge's terms after it. An event
+    stored at version 1 is read through `upcast_v1_v2`: no instrument, no tranches, which is
+    what the pledge then had, and the hash it was chained with."""
 
     pledge_id: str
     amount_low: Decimal
@@ -65,12 +90,24 @@ class PledgeAmountEvent(RecordedEvent):
     usd_high: Decimal
     units_per_usd: Decimal
     rate_source: str
+    instrument: str | None
+    tranches: list[dict[str, Any]]
+
+    @classmethod
+    def upcast_v1_v2(cls, state: dict[str, Any]) -> None:
+        cls.remember_written_state(state, 1)
+        state["instrument"] = None  # v1 did not say
+        state["tranches"] = []
 
     def amount(self) -> AmountRange:
         return AmountRange(self.amount_low, self.amount_high, self.currency)
 
     def usd(self) -> UsdConversion:
         return UsdConversion(self.usd_low, self.usd_high, self.units_per_usd, self.rate_source)
+
+    def terms(self) -> PledgeTerms:
+        return PledgeTerms(self.instrument,
+                           tuple(Tranche.of_event_field(t) for t in self.tranches))
 
 
 class Deal(RecordedAggregate):
@@ -97,25 +134,31 @@ class Deal(RecordedAggregate):
             aggregate.description = self.description
 
     class PledgeMade(PledgeAmountEvent):
+        # The stored topic names the class; class_version carries its version.
         TOPIC = "dealregistry:PledgeMade.v1"
+        class_version = 2
         firm: str
         # Carried on the event so consumers need no other aggregate's events to place the
         # pledge: the firm's events may sit in another partition and arrive later.
         firm_country: str
 
         def evolve(self, aggregate: Any) -> None:
+            terms = self.terms()
             aggregate.pledges[self.pledge_id] = Pledge(
-                self.pledge_id, self.firm, self.amount(), self.usd()
+                self.pledge_id, self.firm, self.amount(), self.usd(),
+                instrument=terms.instrument, tranches=terms.tranches,
             )
 
     class PledgeRevised(PledgeAmountEvent):
         TOPIC = "dealregistry:PledgeRevised.v1"
+        class_version = 2
         reason: str
 
         def evolve(self, aggregate: Any) -> None:
             pledge = aggregate.pledges[self.pledge_id]
             pledge.amount = self.amount()
             pledge.usd = self.usd()
+            pledge.take_terms(self.terms())
 
     class PledgeWithdrawn(RecordedEvent):
         TOPIC = "dealregistry:PledgeWithdrawn.v1"
@@ -253,15 +296,18 @@ class Deal(RecordedAggregate):
         amount: AmountRange,
         usd: UsdConversion,
         provenance: Provenance,
+        terms: PledgeTerms = NOT_STATED,
     ) -> None:
+        """`terms` as stated (PledgeTerms.of); the default states none (a v1 submission)."""
         self._require_open()
         pledge_id = require_text(pledge_id, "pledge_id", 100)
         if pledge_id in self.pledges:
             raise StateConflict("pledge_id", "unique", f"pledge {pledge_id!r} already exists")
         self._require_party(firm, "firm")
+        require_schedule_within(terms.tranches, amount, "tranches", "sum_le_high")
         self.record(
             self.PledgeMade, provenance, pledge_id=pledge_id, firm=firm,
-            firm_country=firm_country, **_amount_fields(amount, usd),
+            firm_country=firm_country, **_amount_fields(amount, usd), **terms.event_fields(),
         )
 
     def revise_pledge(
@@ -271,14 +317,27 @@ class Deal(RecordedAggregate):
         usd: UsdConversion,
         reason: str,
         provenance: Provenance,
+        terms: PledgeTerms | None = None,
     ) -> None:
+        """A new amount, and new terms if `terms` are given (a v2 submission states them in
+        full); without them (a v1 submission) the pledge keeps its instrument and schedule,
+        which must still fit within the new amount. The event states the terms after it."""
         self._require_open()
         pledge = self._active_pledge(pledge_id)
-        if pledge.amount == amount:
-            raise StateConflict("amount", "changed", "the revision repeats the current amount")
+        if terms is None:
+            if pledge.amount == amount:
+                raise StateConflict("amount", "changed",
+                                    "the revision repeats the current amount")
+            terms = pledge.terms
+            require_schedule_within(terms.tranches, amount, "amount.high", "covers_tranches")
+        else:
+            if pledge.amount == amount and pledge.terms == terms:
+                raise StateConflict("amount", "changed", "the revision repeats the current "
+                                    "amount, instrument and tranches")
+            require_schedule_within(terms.tranches, amount, "tranches", "sum_le_high")
         self.record(
             self.PledgeRevised, provenance, pledge_id=pledge_id, reason=reason.strip()[:2000],
-            **_amount_fields(amount, usd),
+            **_amount_fields(amount, usd), **terms.event_fields(),
         )
 
     def withdraw_pledge(self, pledge_id: str, reason: str, provenance: Provenance) -> None:

@@ -1,12 +1,15 @@
-"""Value objects of the deal domain: sectors, formats, money ranges and their USD conversion."""
+"""Value objects of the deal domain: sectors, formats, money ranges and their USD conversion,
+and a pledge's terms: its instrument and its schedule of tranches."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from datetime import date
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from services.registry.domain.errors import InvalidValue
 
@@ -30,6 +33,15 @@ class DealStatus(StrEnum):
     PROPOSED = "proposed"
     AGREED = "agreed"
     CANCELLED = "cancelled"
+
+
+class Instrument(StrEnum):
+    """How a pledge is to be paid: shares, a loan, a grant, or technology in kind."""
+
+    EQUITY = "equity"
+    DEBT = "debt"
+    GRANT = "grant"
+    IN_KIND_TECHNOLOGY = "in_kind_technology"
 
 
 class FirmKind(StrEnum):
@@ -173,3 +185,100 @@ class UsdConversion:
         except InvalidOperation:
             raise InvalidValue("amount", "convertible", "amount is too large to convert") from None
         return cls(low, high, units_per_usd, source)
+
+
+# More tranches than monthly payments over ten years is not a schedule anyone states.
+MAX_TRANCHES = 120
+
+
+@dataclass(frozen=True)
+class Tranche:
+    """One payment of a pledge's schedule: when it is due, and how much, in the pledge's
+    currency. Dates come in already within the range the registry takes (the submission's
+    `due_date`, checked at the door by contracts.moments' DATE, as every date is)."""
+
+    due_date: date
+    amount: Decimal
+
+    def as_event_field(self) -> dict[str, Any]:
+        """As an event stores it: plain JSON (an ISO date), so it hashes and transcodes as
+        every other field does."""
+        return {"due_date": self.due_date.isoformat(), "amount": self.amount}
+
+    @classmethod
+    def of_event_field(cls, stored: dict[str, Any]) -> Tranche:
+        return cls(date.fromisoformat(stored["due_date"]), Decimal(stored["amount"]))
+
+
+def tranche_schedule(
+    tranches: Sequence[tuple[date, Decimal]], amount: AmountRange, field: str = "tranches"
+) -> tuple[Tranche, ...]:
+    """A pledge's schedule of (due date, amount) pairs, if it keeps the rules: at most
+    MAX_TRANCHES, each amount finite and positive, dates strictly ascending, and the amounts
+    adding up to no more than the pledge's high amount. An empty schedule says none."""
+    if len(tranches) > MAX_TRANCHES:
+        raise InvalidValue(field, "max_items", f"a pledge has at most {MAX_TRANCHES} tranches")
+    schedule: list[Tranche] = []
+    for index, (due_date, value) in enumerate(tranches):
+        where = f"{field}[{index}]"
+        require_finite_decimal(value, f"{where}.amount")
+        if value <= 0:
+            raise InvalidValue(f"{where}.amount", "positive", f"{where}.amount must be > 0")
+        if schedule and due_date <= schedule[-1].due_date:
+            raise InvalidValue(
+                f"{where}.due_date", "ascending",
+                f"{where}.due_date ({due_date}) must be after the tranche before it "
+                f"({schedule[-1].due_date})",
+            )
+        schedule.append(Tranche(due_date, value))
+    require_schedule_within(tuple(schedule), amount, field, "sum_le_high")
+    return tuple(schedule)
+
+
+def require_schedule_within(
+    schedule: tuple[Tranche, ...], amount: AmountRange, field: str, rule: str
+) -> None:
+    """Refuse, naming `field` and `rule`, a schedule whose tranches add up to more than the
+    pledge's high amount."""
+    with localcontext() as exact:
+        exact.prec = 80  # 120 amounts of 24 digits add up exactly
+        total = sum((t.amount for t in schedule), Decimal(0))
+    if total > amount.high:
+        raise InvalidValue(
+            field, rule,
+            f"the tranches add up to {total} {amount.currency}, above the pledge's high "
+            f"amount ({amount.high})",
+        )
+
+
+@dataclass(frozen=True)
+class PledgeTerms:
+    """How a pledge is to be paid: its instrument (None: not stated, as a pledge made before
+    event schema v2 or submitted in v1) and its schedule of tranches (possibly none)."""
+
+    instrument: str | None = None
+    tranches: tuple[Tranche, ...] = ()
+
+    @classmethod
+    def of(
+        cls, instrument: str | None, tranches: Sequence[tuple[date, Decimal]],
+        amount: AmountRange, prefix: str = "",
+    ) -> PledgeTerms:
+        """Terms as a partner states them, checked against the pledge's amount; fields are
+        named with `prefix` ("payload." at the API)."""
+        if instrument is None:
+            if tranches:
+                raise InvalidValue(f"{prefix}instrument", "required_with_tranches",
+                                   "a schedule of tranches needs the pledge's instrument")
+            return cls()
+        return cls(parse_enum(Instrument, instrument, f"{prefix}instrument").value,
+                   tranche_schedule(tranches, amount, f"{prefix}tranches"))
+
+    def event_fields(self) -> dict[str, Any]:
+        """The fields of a pledge event that state these terms."""
+        return {"instrument": self.instrument,
+                "tranches": [tranche.as_event_field() for tranche in self.tranches]}
+
+
+# The terms of a pledge that states none: made before event schema v2, or submitted in v1.
+NOT_STATED = PledgeTerms()

@@ -1,4 +1,8 @@
-"""Translation of stored domain events into the v1 contract envelope that leaves the registry.
+"""Translation of stored domain events into the contract envelope that leaves the registry.
+
+Each envelope is at its type's newest schema version (`contracts.events_v2.schema_version_of`):
+pledge events at 2, with the pledge's instrument and tranches (a pledge event stored before
+v2 is read through its upcaster: instrument null, no tranches), every other type at 1.
 
 Receipts are bookkeeping of the write side and never leave it. A stored event that cannot be
 translated (its state does not decode, or does not fit the contract) is reported as
@@ -17,7 +21,8 @@ from eventsourcing.persistence import Mapper, Notification
 from eventsourcing.utils import resolve_topic
 from pydantic import ValidationError
 
-from contracts.events_v1 import EventEnvelope, EventType
+from contracts.events_v1 import EventType
+from contracts.events_v2 import EventEnvelope, schema_version_of
 from contracts.untranslatable_v1 import UntranslatableEvent
 from services.registry.domain.deal import Deal, PledgeAmountEvent
 from services.registry.domain.firm import Firm
@@ -35,6 +40,9 @@ def _amount_payload(e: PledgeAmountEvent) -> dict[str, Any]:
             "units_per_usd": e.units_per_usd,
             "rate_source": e.rate_source,
         },
+        # The terms (v2), as the event states them: ISO due dates, exact amounts.
+        "instrument": e.instrument,
+        "tranches": [{"due_date": t["due_date"], "amount": t["amount"]} for t in e.tranches],
     }
 
 
@@ -98,6 +106,7 @@ def to_envelope(event: Any, position: int) -> EventEnvelope | None:
     return EventEnvelope(
         event_id=event.partner_event_id,
         type=event_type,
+        schema_version=schema_version_of(event_type),
         aggregate_id=event.originator_id,
         aggregate_version=event.originator_version,
         position=position,

@@ -23,7 +23,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pydantic import TypeAdapter
 from sqlalchemy import select
 
-from contracts.events_v1 import EventEnvelope
+from contracts.events_v2 import EventEnvelope  # either schema version, as the consumers read them
 from contracts.submissions_v1 import Submission
 from contracts.untranslatable_v1 import UntranslatableEvent
 from contracts.watermark_v1 import WATERMARK_HEADER, Watermark

@@ -19,7 +19,7 @@ from kafka import KafkaProducer
 from pydantic import TypeAdapter
 from sqlalchemy import select, text
 
-from contracts.events_v1 import EventEnvelope
+from contracts.events_v2 import EventEnvelope  # either schema version, as the consumers read them
 from contracts.stream_v1 import StreamStamp
 from contracts.submissions_v1 import Submission
 from services.cli import main

@@ -20,6 +20,7 @@ from contracts.events_v1 import (
     EventType,
     Payload,
 )
+from contracts.events_v2 import schema_version_of
 from contracts.submissions_v1 import Receipt, Submission
 
 CONTRACTS = schema_export.CONTRACTS_DIR
@@ -266,14 +267,20 @@ def test_asyncapi_has_a_message_per_event_type_with_its_schemas() -> None:
     messages = doc["components"]["messages"]
     events_channel = doc["channels"]["events"]
     for event_type in EventType:
-        message = messages[event_type.value]
-        assert event_type.value in events_channel["messages"]
-        assert set(message["headers"]["required"]) == {
-            "event_id", "event_type", "schema_version", "position", "epoch", "seq"}
-        assert message["headers"]["properties"]["event_type"]["const"] == event_type.value
-        refs = refs_in(message["payload"])
-        assert schema_export.ENVELOPE_FILE in refs
-        assert schema_export.payload_file(event_type) in refs
+        # Each type at the version the relay publishes it at; the types v2 changed also at 1
+        # (published before it, still on the topic).
+        versions = {schema_version_of(event_type), 1}
+        for version in versions:
+            name = schema_export.event_message_name(event_type, version)
+            message = messages[name]
+            assert name in events_channel["messages"]
+            assert set(message["headers"]["required"]) == {
+                "event_id", "event_type", "schema_version", "position", "epoch", "seq"}
+            assert message["headers"]["properties"]["event_type"]["const"] == event_type.value
+            assert message["headers"]["properties"]["schema_version"]["const"] == str(version)
+            refs = refs_in(message["payload"])
+            assert schema_export.envelope_file(version) in refs
+            assert schema_export.payload_file(event_type, version) in refs
 
 
 def test_asyncapi_references_resolve() -> None:

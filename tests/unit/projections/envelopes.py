@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from contracts.events_v1 import EventEnvelope, EventType
+from contracts.events_v1 import EventType
+from contracts.events_v2 import EventEnvelope  # either schema version, as consumers read them
 
 START = datetime(2025, 8, 29, 9, 0, tzinfo=UTC)
 

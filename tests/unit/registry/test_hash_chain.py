@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import fields, replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
@@ -22,7 +22,7 @@ from services.registry.domain.recorded import (
     canonical_value,
     event_hash,
 )
-from services.registry.domain.values import DealFormat
+from services.registry.domain.values import DealFormat, PledgeTerms
 from tests.unit.registry.support import (
     IN_FIRM,
     JP_FIRM,
@@ -42,7 +42,8 @@ def lifecycle() -> Deal:
     deal = new_deal("joint_venture")
     pledge(deal, "pl-1", IN_FIRM, "860000000", "1720000000", "INR")
     value = amount("900000000", "1800000000", "INR")
-    deal.revise_pledge("pl-1", value, usd_of(value), "more capacity", provenance("rev"))
+    terms = PledgeTerms.of("debt", [(date(2026, 3, 31), D("900000000"))], value)
+    deal.revise_pledge("pl-1", value, usd_of(value), "more capacity", provenance("rev"), terms)
     pledge(deal, "pl-2", JP_FIRM, "1.50", "2.5", "USD")
     deal.withdraw_pledge("pl-2", "board said no", provenance("wd"))
     deal.sign_tech_transfer("LFP cathode", JP_FIRM, IN_FIRM, provenance("tt"))
@@ -67,7 +68,9 @@ def every_event() -> list[RecordedEvent]:
 
 
 def changed(value: Any) -> Any:
-    """A different value of the same type."""
+    """A different value of the same type (a value where there was none)."""
+    if value is None:
+        return "x"
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
@@ -171,9 +174,13 @@ def test_hash_is_deterministic_and_equals_event_hash_of_its_fields() -> None:
     event = lifecycle().pending_events[1]
     values = {f.name: getattr(event, f.name) for f in fields(event)}  # type: ignore[arg-type]
     assert event.hash() == event.hash()
-    assert event.hash() == event_hash(get_topic(type(event)), values)
-    assert event.hash() == event_hash(get_topic(type(event)), dict(reversed(values.items())))
-    assert event.hash() != event_hash("other:Topic", values)
+    version = type(event).class_version  # PledgeMade is at 2: the version is hashed too
+    assert version == 2
+    assert event.hash() == event_hash(get_topic(type(event)), values, version)
+    assert event.hash() == event_hash(get_topic(type(event)), dict(reversed(values.items())),
+                                      version)
+    assert event.hash() != event_hash(get_topic(type(event)), values)
+    assert event.hash() != event_hash("other:Topic", values, version)
 
 
 # event_hash and its canonical form.
