@@ -42,7 +42,7 @@ Progress = Callable[[str, int, int], None]
 LEAF_FORMAT_MEANING = {
     LEGACY_LEAF_FORMAT: "position, aggregate, version and event hash (heads taken before "
                         "leaves bound the stored bytes)",
-    LEAF_FORMAT: "position, aggregate, version, event hash and SHA-256 of the stored bytes",
+    LEAF_FORMAT: "position, aggregate, version, topic and SHA-256 of the stored bytes",
 }
 
 
