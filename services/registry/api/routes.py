@@ -251,5 +251,6 @@ def install_write_api(
     install_request_schemas(app, {"Submission": ANY_VERSION_SUBMISSION})
     install_audit_api(app, service.store)
     checkpoints = app.state.audit_checkpoints
+    follower = app.state.tree_head_follower
     app.state.tree_size_covering = lambda position: tree_size_covering(
-        service.store, checkpoints, position)
+        service.store, checkpoints, position, follower.known_head)

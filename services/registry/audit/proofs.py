@@ -77,10 +77,13 @@ def consistency_proof(checkpoints: CheckpointStore, first: int, second: int) -> 
 
 
 def tree_size_covering(store: DealRegistryStore, checkpoints: CheckpointStore,
-                       position: int) -> int:
+                       position: int, known_head: tuple[int, int] | None = None) -> int:
     """The size of the smallest tree that includes the event at `position`: its leaf index
     plus one. Exact once the event is committed, since every lower position is then decided
-    (the store commits positions in order)."""
+    (the store commits positions in order). `known_head`, a recorded head's (tree size,
+    last position) however old, spares reading the newest one."""
+    if known_head is not None and known_head[1] < position:
+        return known_head[0] + store.count_events(known_head[1], position)
     latest = checkpoints.latest()
     if latest is not None and latest.last_position >= position:
         leaf = checkpoints.leaf_at(position)

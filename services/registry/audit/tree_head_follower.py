@@ -25,6 +25,9 @@ log = logging.getLogger("dealreg.audit")
 RETRY_SECONDS = 1.0
 # What the README promises: an acknowledged write is covered within this.
 COVERAGE_BOUND_SECONDS = 1.0
+# After a wake-up, the follower waits this long for more commits to cover at once: under
+# load one extension (a few queries and a signature) then serves many commits, not one.
+COALESCE_SECONDS = 0.02
 
 
 class TreeHeadFollower:
@@ -40,6 +43,8 @@ class TreeHeadFollower:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tree-head", daemon=True)
         self.last_error: str | None = None
+        # The newest head this follower recorded or saw: (tree size, last position).
+        self.known_head: tuple[int, int] | None = None
         # When an extension last brought the tree to the log's head, by monotonic clock.
         self._covered_at = time.monotonic()
 
@@ -70,6 +75,8 @@ class TreeHeadFollower:
             log.info("the signed tree head is extended again")
         self.last_error = None
         self._covered_at = time.monotonic()
+        if extended is not None:
+            self.known_head = (extended.event_count, extended.last_position)
         return extended
 
     def lag_seconds(self) -> float:
@@ -96,7 +103,8 @@ class TreeHeadFollower:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.poll_seconds)
+            if self._wake.wait(self.poll_seconds):
+                self._stop.wait(COALESCE_SECONDS)
             self._wake.clear()
             if self._stop.is_set():
                 return
