@@ -29,7 +29,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal, Inexact, localcontext
 from typing import Any
 from uuid import UUID
@@ -45,9 +45,11 @@ from sqlalchemy import (
     bindparam,
     cast,
     delete,
+    func,
     insert,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -76,11 +78,14 @@ from services.projections.projectors.parking import (
     remove,
 )
 from services.projections.read_model.deal_history import (
+    AMOUNTS,
     APPLIERS,
     DealState,
+    Group,
     HistoryEvent,
     TypedEvent,
     apply_deal_event,
+    business_day,
     ledger_changes,
     pledge_groups,
     typed,
@@ -234,6 +239,32 @@ def _rows_where_in(conn: Connection, table: Table, column: Column[Any], keys: It
     return found
 
 
+def pledges_needed(fresh: Sequence[tuple[EventEnvelope, Payload]]
+                   ) -> dict[UUID, set[str] | None]:
+    """By stored deal the batch's events touch, the pledge ids they name; None where one
+    cancels the deal, which changes all its pledges."""
+    needed: dict[UUID, set[str] | None] = {}
+    for envelope, payload in fresh:
+        if envelope.type not in DEAL_EVENTS or envelope.type == EventType.DEAL_PROPOSED:
+            continue
+        deal_id = envelope.aggregate_id
+        if envelope.type == EventType.DEAL_CANCELLED:
+            needed[deal_id] = None
+            continue
+        ids = needed.setdefault(deal_id, set())
+        pledge_id = getattr(payload, "pledge_id", None)
+        if ids is not None and pledge_id is not None:
+            ids.add(pledge_id)
+    return needed
+
+
+def _aware(moment: Any) -> datetime:
+    """A timestamp an aggregate query hands back, as an aware UTC datetime."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
 def _update_by_key(table: Table, key: Sequence[str], columns: Sequence[str]) -> Any:
     """UPDATE of `columns` for the row whose primary key is `key`, for executemany: the key's
     values go by the names `k_<column>` (a bound name may not be a column being set)."""
@@ -283,32 +314,61 @@ class BatchEffects:
     deal_history: list[dict[str, Any]] = field(default_factory=list)
     recorded: list[dict[str, Any]] = field(default_factory=list)
     totals: dict[tuple[str, str, str], TotalsDelta] = field(default_factory=dict)
-    # For the ledger: the stored history of the deals the batch touches, and its new events.
-    histories: dict[UUID, list[TypedEvent]] = field(default_factory=dict)
+    # For the ledger: the business day each stored deal's history reaches, the batch's new
+    # events of each deal, and what they changed in each deal's counted totals.
+    last_days: dict[UUID, date] = field(default_factory=dict)
     new_deal_events: dict[UUID, list[TypedEvent]] = field(default_factory=dict)
+    deal_deltas: dict[UUID, dict[Group, list[Any]]] = field(default_factory=dict)
     ledger: dict[tuple[str, str, str, str, str], list[Any]] = field(default_factory=dict)
     tree: dict[tuple[str, int, str, str], list[Any]] = field(default_factory=dict)
 
-    def load(self, conn: Connection, deal_ids: set[UUID]) -> None:
-        """Read the stored deals the batch touches, all their pledges and their history."""
-        for row in _rows_where_in(conn, deals, deals.c.deal_id, deal_ids):
+    def load(self, conn: Connection, needed: dict[UUID, set[str] | None]) -> None:
+        """Read the stored deals the batch touches, the pledges it needs of each (`needed`:
+        by deal, the pledge ids its events name, or None for all of them, which only a
+        cancellation needs), and how far in business time each deal's history reaches. A
+        pledge the batch makes is among those needed, so a second making is still found."""
+        for row in _rows_where_in(conn, deals, deals.c.deal_id, needed):
             self.deals[row["deal_id"]] = DealState(row)
             self.stored_deals.add(row["deal_id"])
-        for row in _rows_where_in(conn, pledges, pledges.c.deal_id, self.stored_deals):
+        every = {d for d in self.stored_deals if needed[d] is None}
+        named = [(d, pledge_id) for d in self.stored_deals if d not in every
+                 for pledge_id in needed[d] or ()]
+        found = _rows_where_in(conn, pledges, pledges.c.deal_id, every)
+        for chunk in _chunks(named):
+            found.extend(dict(row._mapping) for row in conn.execute(select(pledges).where(
+                tuple_(pledges.c.deal_id, pledges.c.pledge_id).in_(chunk))))
+        for row in found:
             self.deals[row["deal_id"]].pledges[row["pledge_id"]] = row
             self.stored_pledges.add((row["deal_id"], row["pledge_id"]))
-        for row in _rows_where_in(conn, deal_events, deal_events.c.deal_id, self.stored_deals):
-            self.histories.setdefault(row["deal_id"], []).append(
-                typed(HistoryEvent.of_row(row)))
+        for chunk in _chunks(self.stored_deals):
+            for deal_id, latest in conn.execute(
+                    select(deal_events.c.deal_id, func.max(deal_events.c.occurred_at))
+                    .where(deal_events.c.deal_id.in_(chunk)).group_by(deal_events.c.deal_id)):
+                self.last_days[deal_id] = business_day(_aware(latest))
 
-    def decide_ledger(self) -> None:
-        """The ledger's changes from the batch's deal events: per deal, its history folded by
-        business day with and without them (`ledger_changes`), added to each day's row, to
-        its month's and to the tree's nodes that hold the day. Runs inside the batch's exact
-        decimal context."""
+    def decide_ledger(self, conn: Connection) -> None:
+        """The ledger's changes from the batch's deal events, added to each day's row, to its
+        month's and to the tree's nodes that hold the day. Runs inside the batch's exact
+        decimal context.
+
+        Per deal, in the usual case, when its new events all take effect on one business day
+        D no earlier than its stored history: the ledger's delta at D is what they changed
+        in the deal's counted totals, as the live projection just applied them (at D the old
+        fold is the deal as the batch found it, and the new one the deal as the batch leaves
+        it). Its history is not read, so the cost is the batch's, not the deal's. Otherwise
+        its whole history is folded by business day with and without them
+        (`ledger_changes`)."""
         by_day: dict[tuple[date, str, str, str], list[Any]] = {}
         for deal_id, new in self.new_deal_events.items():
-            changes = ledger_changes(self.histories.get(deal_id, []), new)
+            days = {business_day(e.occurred_at) for e, _ in new}
+            last_day = self.last_days.get(deal_id)
+            day = min(days)
+            if len(days) == 1 and (last_day is None or last_day <= day):
+                changes = {(day, group): values
+                           for group, values in self.deal_deltas.get(deal_id, {}).items()
+                           if any(values)}
+            else:
+                changes = ledger_changes(self._history(conn, deal_id), new)
             for (day, (dimension, group_key, currency)), values in changes.items():
                 _add_into(by_day, (day, dimension, group_key, currency), values)
         for (day, dimension, group_key, currency), values in by_day.items():
@@ -317,6 +377,12 @@ class BatchEffects:
                 _add_into(self.ledger, (dimension, period, starts, group_key, currency), values)
             for node in tree_nodes_holding(day):
                 _add_into(self.tree, (dimension, node, group_key, currency), values)
+
+    def _history(self, conn: Connection, deal_id: UUID) -> list[TypedEvent]:
+        if deal_id not in self.stored_deals:
+            return []
+        return [typed(HistoryEvent.of_row(row._mapping)) for row in conn.execute(
+            select(deal_events).where(deal_events.c.deal_id == deal_id))]
 
     def changed(self, pledge: dict[str, Any]) -> None:
         key = (pledge["deal_id"], pledge["pledge_id"])
@@ -328,7 +394,12 @@ class BatchEffects:
         dimension (`pledge_groups`).
 
         Runs inside the batch's exact decimal context (`ReadModelProjector.apply`)."""
+        deal_delta = self.deal_deltas.setdefault(pledge["deal_id"], {})
         for group in pledge_groups(pledge):
+            entry = deal_delta.setdefault(group, [0, *(Decimal(0) for _ in AMOUNTS)])
+            entry[0] += sign
+            for n, amount in enumerate(AMOUNTS, 1):
+                entry[n] += sign * pledge[amount]
             delta = self.totals.get(group)
             if delta is None:
                 delta = self.totals[group] = TotalsDelta()
@@ -929,10 +1000,7 @@ class ReadModelProjector:
                                                    envelope.payload)))
             applied[aggregate] = envelope.aggregate_version
         batch = BatchEffects()
-        batch.load(conn, {
-            e.aggregate_id for e, _ in fresh
-            if e.type in DEAL_EVENTS and e.type != EventType.DEAL_PROPOSED
-        })
+        batch.load(conn, pledges_needed(fresh))
         with localcontext() as exact:
             # Sums of stored amounts never round: a rounding would be an error, not a total.
             exact.prec = EXACT_PRECISION
@@ -947,7 +1015,7 @@ class ReadModelProjector:
                     "recorded_at": envelope.recorded_at,
                     "recorded_by": envelope.recorded_by, "hash": envelope.hash,
                 })
-            batch.decide_ledger()
+            batch.decide_ledger(conn)
         batch.write(conn)
         self._write_applied_versions(conn, before, applied)
         for item in merged(progress):

@@ -279,8 +279,14 @@ def ledger_changes(before: Sequence[TypedEvent], new: Sequence[TypedEvent]
     since = min(business_day(e.occurred_at) for e, _ in new)
     after = [*before, *new]
     days = sorted({d for e, _ in after if (d := business_day(e.occurred_at)) >= since})
-    old = _contributions_by_day(before, days)
-    now = _contributions_by_day(after, days)
+    return _day_differences(days, _contributions_by_day(before, days),
+                            _contributions_by_day(after, days))
+
+
+def _day_differences(days: Sequence[date], old: Sequence[dict[Group, list[Any]]],
+                     now: Sequence[dict[Group, list[Any]]]
+                     ) -> dict[tuple[date, Group], list[Any]]:
+    """The ledger's changes from contributions at each of `days` before and after."""
     changes: dict[tuple[date, Group], list[Any]] = {}
 
     def add(day: date, group: Group, values: Sequence[Any], sign: int) -> None:
