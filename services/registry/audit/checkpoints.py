@@ -342,16 +342,16 @@ class StoredTree:
 def extend_tree(
     store: DealRegistryStore, checkpoints: CheckpointStore, signer: TreeHeadSigner,
     reason: Reason = "continuous", keep_seconds: float = 300.0,
-    events_per_transaction: int = 5000, until: int | None = None,
+    events_per_transaction: int = 5000,
 ) -> Checkpoint | None:
-    """Extend the tree to the log's head (or `until`) and sign its head; returns the
+    """Extend the tree to the log's head and sign its head; returns the
     checkpoint row written last, or None when there was nothing to do.
 
     "continuous" extends the newest continuous row while it is younger than `keep_seconds`
     and starts a new row after; "on_demand" always records a new row, even over an
     unchanged log. A long backlog is covered `events_per_transaction` events at a time, so
     the writers sharing a SQLite file are never locked out for long."""
-    head = store.head_position() if until is None else until
+    head = store.head_position()
     written: Checkpoint | None = None
     races = 0
     while True:

@@ -93,7 +93,7 @@ def install_audit_api(app: FastAPI, store: DealRegistryStore) -> None:
     router = APIRouter(prefix="/v1/audit", tags=["audit"], lifespan=following)
 
     @router.get("/public-key", response_model=PublicKeyAnswer,
-                summary="The key that signs tree heads")
+                responses=error_responses(503), summary="The key that signs tree heads")
     async def public_key(request: Request) -> dict[str, Any]:
         """The Ed25519 public key tree heads are signed with, and its id (SHA-256 of the raw
         key, as in Certificate Transparency). Keep it beside the heads you keep: it is what
@@ -102,7 +102,8 @@ def install_audit_api(app: FastAPI, store: DealRegistryStore) -> None:
         return {"algorithm": "ed25519", "key_id": key.key_id,
                 "public_key_pem": key.public_key_pem()}
 
-    @router.get("/tree-head", response_model=TreeHeadAnswer, responses=AUDIT_ERRORS,
+    @router.get("/tree-head", response_model=TreeHeadAnswer,
+                responses=error_responses(401, 503),
                 summary="The latest signed tree head")
     async def tree_head(request: Request, _reader: Reader) -> dict[str, Any]:
         """The newest signed tree head: tree size, root hash (RFC 9162 Merkle tree over every
