@@ -40,6 +40,7 @@ from tests.integration.rebuild.test_rebuild_from_log import (
     Installation,
     assert_no_rebuild_left,
     checksum_lines,
+    installed,
 )
 from tests.integration.test_http_api import Registry
 
@@ -100,17 +101,7 @@ def emulate_older_version(engine: Engine, version: int | None) -> str:
 @pytest.fixture(params=["sqlite", "postgres"])
 def installation(request: pytest.FixtureRequest, tmp_path: Path,
                  monkeypatch: pytest.MonkeyPatch) -> Iterator[Installation]:
-    if request.param == "postgres":
-        settings = Settings(data_dir=tmp_path,
-                            database_url=request.getfixturevalue("postgres_url"))
-    else:
-        settings = Settings(data_dir=tmp_path)
-    running = Installation(settings, monkeypatch)
-    running.record_scenario()
-    running.fill(EVENTS)
-    running.feed.catch_up()
-    yield running
-    running.close()
+    yield from installed(request, tmp_path, monkeypatch, EVENTS)
 
 
 def test_a_new_read_model_is_of_the_codes_version_and_an_unversioned_one_of_the_first(

@@ -120,9 +120,10 @@ class Installation:
         self.live.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def installation(request: pytest.FixtureRequest, tmp_path: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[Installation]:
+def installed(request: pytest.FixtureRequest, tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch, events: int) -> Iterator[Installation]:
+    """An installation on the backend the fixture's param names, with the scenario and
+    `events` more recorded and projected; closed afterwards."""
     if request.param == "postgres":
         settings = Settings(data_dir=tmp_path,
                             database_url=request.getfixturevalue("postgres_url"))
@@ -130,10 +131,16 @@ def installation(request: pytest.FixtureRequest, tmp_path: Path,
         settings = Settings(data_dir=tmp_path)
     running = Installation(settings, monkeypatch)
     running.record_scenario()
-    running.fill(BENCH_EVENTS)
+    running.fill(events)
     running.feed.catch_up()
     yield running
     running.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def installation(request: pytest.FixtureRequest, tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[Installation]:
+    yield from installed(request, tmp_path, monkeypatch, BENCH_EVENTS)
 
 
 def checksum_lines(output: str) -> dict[str, tuple[str, str, str]]:
