@@ -24,11 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.registry.adapters.event_store import DealRegistryStore
 from services.registry.audit.checkpoints import CheckpointStore
-from services.registry.audit.logged_events import (
-    LEAF_FORMAT,
-    LEGACY_LEAF_FORMAT,
-    read_logged_events,
-)
+from services.registry.audit.logged_events import leaf_format_at, read_logged_events
 from services.registry.audit.merkle import Frontier, verify_consistency
 from services.registry.audit.signing import (
     SignedTreeHead,
@@ -74,8 +70,7 @@ def against_log(
         if tree.size == kept.tree_size:
             if tree.root().hex() != kept.root_hash:
                 return _forked(kept, tree)
-        tree.append(event.leaf(LEGACY_LEAF_FORMAT if event.position <= legacy_until
-                               else LEAF_FORMAT))
+        tree.append(event.leaf(leaf_format_at(event.position, legacy_until)))
         if progress is not None and tree.size % progress_every == 0:
             progress(tree.size, head)
     if tree.size < kept.tree_size:

@@ -28,6 +28,7 @@ from services.registry.audit.logged_events import (
     LEGACY_LEAF_FORMAT,
     decoded_state,
     event_leaf,
+    leaf_format_at,
     read_logged_events,
     stored_event_leaf,
 )
@@ -96,8 +97,7 @@ def export_events(
             "class_version": event.class_version, "fields": event.fields,
             "event_hash": event.event_hash, "state_sha256": event.state_digest,
             "state_base64": base64.b64encode(event.state).decode(),
-            "leaf_format": (LEGACY_LEAF_FORMAT if event.position <= legacy_until
-                            else LEAF_FORMAT),
+            "leaf_format": leaf_format_at(event.position, legacy_until),
             "leaf_index": index,
         }
         if proofs:

@@ -30,6 +30,12 @@ LEGACY_LEAF_FORMAT = 1
 LEAF_FORMAT = 2
 
 
+def leaf_format_at(position: int, legacy_until: int) -> int:
+    """The format of the leaf at `position`, where checkpoints taken before leaves bound the
+    stored bytes covered positions up to `legacy_until` (CheckpointStore.legacy_leaves_until)."""
+    return LEGACY_LEAF_FORMAT if position <= legacy_until else LEAF_FORMAT
+
+
 @dataclass(frozen=True)
 class LoggedEvent:
     """One stored event, recomputed. `problem` says why it could not be decoded, if so."""

@@ -27,6 +27,7 @@ from services.registry.audit.logged_events import (
     LEAF_FORMAT,
     LEGACY_LEAF_FORMAT,
     LoggedEvent,
+    leaf_format_at,
     read_logged_events,
     read_logged_events_by_aggregate,
 )
@@ -121,8 +122,7 @@ class _LogOrderWalk:
 
     def event(self, event: LoggedEvent) -> None:
         self.close_heads_before(event.position)
-        leaf_format = LEGACY_LEAF_FORMAT if event.position <= self.legacy_until else LEAF_FORMAT
-        leaf = event.leaf(leaf_format)
+        leaf = event.leaf(leaf_format_at(event.position, self.legacy_until))
         self.compare_stored_leaf(event, leaf)
         self.tree.append(leaf)
         self.report.events_checked += 1
