@@ -245,6 +245,23 @@ class DealRegistryStore(Application[UUID]):
                         for row in cursor.fetchall()]
         raise TypeError(f"unsupported recorder {type(recorder).__name__}")
 
+    def positions_between(self, after: int, until: int) -> list[int]:
+        """The positions the log holds in (after, until], ascending."""
+        recorder: Any = self.recorder
+        table = recorder.events_table_name
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(f"SELECT rowid FROM {table} "  # noqa: S608 - name is ours
+                               "WHERE rowid > ? AND rowid <= ? ORDER BY rowid", (after, until))
+                return [int(row[0]) for row in cursor.fetchall()]
+        if isinstance(recorder, PostgresApplicationRecorder):
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(f"SELECT notification_id AS n FROM {table} "  # noqa: S608
+                               "WHERE notification_id > %s AND notification_id <= %s "
+                               "ORDER BY notification_id", (after, until))
+                return [int(row["n"]) for row in cursor.fetchall()]
+        raise TypeError(f"unsupported recorder {type(recorder).__name__}")
+
     def count_events(self, after: int, until: int) -> int:
         """How many events the log holds at positions in (after, until]."""
         recorder: Any = self.recorder

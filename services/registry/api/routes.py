@@ -24,7 +24,7 @@ from services.registry.api.request_schemas import install_request_schemas, json_
 from services.registry.application.authority import Authority
 from services.registry.application.commands import RecordPartnerEvent
 from services.registry.application.handlers import RecordingService
-from services.registry.audit.proofs import tree_size_covering
+from services.registry.audit.proofs import tree_size_covering, tree_sizes_covering
 from services.registry.audit.routes import install_audit_api
 from services.shared.api_keys import ApiKeyStore, Principal
 from services.shared.errors import ApiError, Error, ErrorBody, error_responses, validation_error
@@ -187,8 +187,9 @@ def _covered(request: Request, record: Callable[..., Receipt], *args: Any) -> Re
 
 def _covered_many(request: Request, record: Callable[..., list[Any]], *args: Any) -> list[Any]:
     outcomes = record(*args)
-    covering = request.app.state.tree_size_covering
-    return [outcome.model_copy(update={"tree_size": covering(outcome.position)})
+    receipts = [outcome for outcome in outcomes if isinstance(outcome, Receipt)]
+    sizes = iter(request.app.state.tree_sizes_covering([r.position for r in receipts]))
+    return [outcome.model_copy(update={"tree_size": next(sizes)})
             if isinstance(outcome, Receipt) else outcome for outcome in outcomes]
 
 
@@ -254,3 +255,5 @@ def install_write_api(
     follower = app.state.tree_head_follower
     app.state.tree_size_covering = lambda position: tree_size_covering(
         service.store, checkpoints, position, follower.known_head)
+    app.state.tree_sizes_covering = lambda positions: tree_sizes_covering(
+        service.store, checkpoints, positions, follower.known_head)

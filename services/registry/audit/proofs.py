@@ -8,6 +8,8 @@ rows per proof, and only for sizes the newest signed head reaches.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,3 +96,17 @@ def tree_size_covering(store: DealRegistryStore, checkpoints: CheckpointStore,
         return store.count_events(0, position)
     # Read after the head: the follower may extend the tree meanwhile, never shrink it.
     return latest.event_count + store.count_events(latest.last_position, position)
+
+
+def tree_sizes_covering(store: DealRegistryStore, checkpoints: CheckpointStore,
+                        positions: Sequence[int], known_head: tuple[int, int] | None = None
+                        ) -> list[int]:
+    """`tree_size_covering` of many positions (a batch's receipts) with one read of the
+    log's positions after the known head, instead of one count each."""
+    if not positions:
+        return []
+    if known_head is None or min(positions) <= known_head[1]:
+        return [tree_size_covering(store, checkpoints, p, known_head) for p in positions]
+    size, last = known_head
+    held = store.positions_between(last, max(positions))
+    return [size + bisect_right(held, position) for position in positions]

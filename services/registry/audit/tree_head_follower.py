@@ -43,7 +43,7 @@ class TreeHeadFollower:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tree-head", daemon=True)
         self.last_error: str | None = None
-        # The newest head this follower recorded or saw: (tree size, last position).
+        # The newest head this follower recorded or found: (tree size, last position).
         self.known_head: tuple[int, int] | None = None
         # When an extension last brought the tree to the log's head, by monotonic clock.
         self._covered_at = time.monotonic()
@@ -75,8 +75,10 @@ class TreeHeadFollower:
             log.info("the signed tree head is extended again")
         self.last_error = None
         self._covered_at = time.monotonic()
-        if extended is not None:
-            self.known_head = (extended.event_count, extended.last_position)
+        # Nothing to extend: another process (or an auditor's on-demand head) got there.
+        head = extended or self.checkpoints.latest()
+        if head is not None:
+            self.known_head = (head.event_count, head.last_position)
         return extended
 
     def lag_seconds(self) -> float:

@@ -165,3 +165,17 @@ class _Unclosed:
 
     def close(self) -> None:
         """The test's client outlives the CLI's call."""
+
+
+def test_a_batchs_receipts_each_name_their_own_tree_size(auditor: Auditor) -> None:
+    auditor.head_covering(auditor.record_firm("attero")["tree_size"])  # a known head first
+    answer = auditor.client.post(
+        "/v1/events/batch", json=[firm_body(f"batch-{n}", "IN", "recycler") for n in range(12)],
+        headers={"Authorization": f"Bearer {auditor.keys[Role.PARTNER]}"})
+    assert answer.status_code == 200, answer.text
+    receipts = [item["receipt"] for item in answer.json()["items"]]
+    head = auditor.head_covering(max(r["tree_size"] for r in receipts))
+    for receipt in receipts:
+        proof = auditor.get("/v1/audit/proof/inclusion", position=receipt["position"],
+                            tree_size=head.tree_size).json()
+        assert receipt["tree_size"] == proof["leaf_index"] + 1
