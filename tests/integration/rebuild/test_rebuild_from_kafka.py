@@ -13,9 +13,15 @@ from pathlib import Path
 import pytest
 
 from services.cli import main
-from services.projections.read_model.tables import TotalsDimension
+from services.projections.read_model.progress import stored_offsets
+from services.projections.read_model.tables import READ_MODEL_PROJECTOR, TotalsDimension
 from services.projections.rebuild.checksums import checksums
-from tests.integration.distributed.test_kafka_flow import Cluster, cluster_settings
+from tests.integration.distributed.test_kafka_flow import (
+    Cluster,
+    cluster_settings,
+    topic_messages,
+    wait_until,
+)
 from tests.integration.rebuild.test_rebuild_from_log import add_deal, checksum_lines, fill
 from tests.kafka_broker import KafkaTopic
 
@@ -38,10 +44,22 @@ def live_checksums(cluster: Cluster) -> dict[str, str]:
         return checksums(conn)
 
 
+def wait_consumed_to_the_end(cluster: Cluster) -> None:
+    """With the relay stopped, wait until the live consumer has handled the topic's last
+    record on every partition: its progress rows stop moving (the relay's heartbeat
+    watermarks move them while it runs, even without new events)."""
+    topic = cluster.settings.kafka_topic
+    last: dict[int, int] = {}
+    for message in topic_messages(cluster.settings.kafka_bootstrap, topic):
+        last[message.partition] = max(last.get(message.partition, -1), message.offset)
+    wait_until(lambda: stored_offsets(cluster.read_engine, READ_MODEL_PROJECTOR, topic) == last,
+               60, f"the live consumer at offsets {last}")
+
+
 def test_rebuild_from_the_topic_equals_the_live_model(
     cluster: Cluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cluster.start_relay()
+    relay = cluster.start_relay()
     cluster.start_consumer()
     cluster.record_scenario()
     fill(cluster.store, 300)
@@ -76,6 +94,8 @@ def test_rebuild_from_the_topic_equals_the_live_model(
     for n in range(5):
         add_deal(cluster.store, n)
     cluster.wait_visible(cluster.store.head_position())
+    relay.stop()
+    wait_consumed_to_the_end(cluster)
     sums = live_checksums(cluster)
     assert main(["projections", "rebuild", "--dry-run", "--source", "kafka"]) == 0
     assert live_checksums(cluster) == sums
