@@ -118,7 +118,7 @@ def create_embedded_app(settings: Settings) -> FastAPI:
     recording_service = RecordingService(store)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(running: FastAPI) -> AsyncIterator[None]:
         if upgrade is None:
             feed.start()
         else:
@@ -130,6 +130,7 @@ def create_embedded_app(settings: Settings) -> FastAPI:
                 upgrade.stop()
             if upgrade is None or upgrade.following:
                 feed.stop()
+            running.state.recording_queue.close()  # answers what it holds, then stops
             recording_service.committer.close()
             store.close()
             read_engine.dispose()

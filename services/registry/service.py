@@ -31,10 +31,11 @@ def create_registry_app(settings: Settings) -> FastAPI:
     recording_service = RecordingService(store)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(running: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            running.state.recording_queue.close()  # answers what it holds, then stops
             recording_service.committer.close()
             store.close()
             key_engine.dispose()

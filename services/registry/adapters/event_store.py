@@ -262,6 +262,22 @@ class DealRegistryStore(Application[UUID]):
                 return [int(row["n"]) for row in cursor.fetchall()]
         raise TypeError(f"unsupported recorder {type(recorder).__name__}")
 
+    def originators_after(self, after: int) -> list[tuple[int, UUID]]:
+        """The position and aggregate of every event after `after`, ascending."""
+        recorder: Any = self.recorder
+        table = recorder.events_table_name
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(f"SELECT rowid, originator_id FROM {table} "  # noqa: S608
+                               "WHERE rowid > ? ORDER BY rowid", (after,))
+                return [(int(row[0]), UUID(row[1])) for row in cursor.fetchall()]
+        if isinstance(recorder, PostgresApplicationRecorder):
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(f"SELECT notification_id AS n, originator_id FROM {table} "  # noqa: S608
+                               "WHERE notification_id > %s ORDER BY notification_id", (after,))
+                return [(int(row["n"]), row["originator_id"]) for row in cursor.fetchall()]
+        raise TypeError(f"unsupported recorder {type(recorder).__name__}")
+
     def count_events(self, after: int, until: int) -> int:
         """How many events the log holds at positions in (after, until]."""
         recorder: Any = self.recorder

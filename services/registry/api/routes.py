@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from contracts.submissions_v1 import Receipt
 from contracts.submissions_v2 import (
@@ -24,7 +24,8 @@ from services.registry.api.request_schemas import install_request_schemas, json_
 from services.registry.application.authority import Authority
 from services.registry.application.commands import RecordPartnerEvent
 from services.registry.application.handlers import RecordingService
-from services.registry.audit.proofs import tree_size_covering, tree_sizes_covering
+from services.registry.application.recording_queue import Outcome, RecordingQueue
+from services.registry.audit.proofs import tree_sizes_covering
 from services.registry.audit.routes import install_audit_api
 from services.shared.api_keys import ApiKeyStore, Principal
 from services.shared.errors import ApiError, Error, ErrorBody, error_responses, validation_error
@@ -106,14 +107,12 @@ async def record_event(request: Request, principal: Writer) -> Response:
     request.state.event_type = event_type_of(item)
     deprecated = deprecated_form(item)
     try:
-        submission = submission_of(item)
-        service: RecordingService = request.app.state.recording_service
-        try:
-            receipt = await run_in_threadpool(
-                _covered, request, service.record,
-                RecordPartnerEvent(principal.name, submission, authority_of(request, principal)))
-        except Exception as exc:  # noqa: BLE001 - translated or re-raised by as_api_error
-            raise as_api_error(exc) from exc
+        command = RecordPartnerEvent(principal.name, submission_of(item),
+                                     authority_of(request, principal))
+        (outcome,) = await _recorded(request, [command])
+        if not isinstance(outcome, Receipt):
+            raise as_api_error(outcome) from outcome
+        receipt = outcome
     except ApiError as refusal:
         if deprecated:
             refusal.headers = {**(refusal.headers or {}), **deprecation_header()}
@@ -152,10 +151,9 @@ async def record_events(request: Request, principal: Writer,
             valid[index] = submission_of(item)
         except ApiError as refusal:
             answers[index] = {"status": refusal.status, **refusal.body()}
-    service: RecordingService = request.app.state.recording_service
-    outcomes = await run_in_threadpool(_covered_many, request, service.record_many,
-                                       principal.name, list(valid.values()),
-                                       authority_of(request, principal))
+    authority = authority_of(request, principal)
+    outcomes = await _recorded(request, [RecordPartnerEvent(principal.name, submission, authority)
+                                         for submission in valid.values()])
     recorded = 0
     for index, outcome in zip(valid, outcomes, strict=True):
         if isinstance(outcome, Receipt):
@@ -178,19 +176,14 @@ async def record_events(request: Request, principal: Writer,
     return {"items": ordered, "recorded": recorded, "failed": failed}
 
 
-def _covered(request: Request, record: Callable[..., Receipt], *args: Any) -> Receipt:
-    """Record, then name in the receipt the tree size that will cover the event."""
-    receipt = record(*args)
-    return receipt.model_copy(update={"tree_size": request.app.state.tree_size_covering(
-        receipt.position)})
-
-
-def _covered_many(request: Request, record: Callable[..., list[Any]], *args: Any) -> list[Any]:
-    outcomes = record(*args)
-    receipts = [outcome for outcome in outcomes if isinstance(outcome, Receipt)]
-    sizes = iter(request.app.state.tree_sizes_covering([r.position for r in receipts]))
-    return [outcome.model_copy(update={"tree_size": next(sizes)})
-            if isinstance(outcome, Receipt) else outcome for outcome in outcomes]
+async def _recorded(request: Request, commands: list[RecordPartnerEvent]) -> list[Outcome]:
+    """The commands' outcomes, from the recording queue; an error that stopped the whole
+    pass (the store unreachable) is raised as its API error."""
+    queue: RecordingQueue = request.app.state.recording_queue
+    try:
+        return await asyncio.wrap_future(queue.submit(commands))
+    except Exception as exc:  # noqa: BLE001 - translated or re-raised by as_api_error
+        raise as_api_error(exc) from exc
 
 
 def authority_of(request: Request, principal: Principal) -> Authority:
@@ -245,6 +238,15 @@ def install_write_api(
         if on_recorded is not None:
             on_recorded()
 
+    def with_tree_sizes(outcomes: list[Outcome]) -> list[Outcome]:
+        """Each receipt names the tree size that will cover its event: one read of the log's
+        positions per recording pass."""
+        receipts = [outcome for outcome in outcomes if isinstance(outcome, Receipt)]
+        sizes = iter(tree_sizes_covering(service.store, checkpoints,
+                                         [r.position for r in receipts], follower.known_head))
+        return [outcome.model_copy(update={"tree_size": next(sizes)})
+                if isinstance(outcome, Receipt) else outcome for outcome in outcomes]
+
     app.state.api_keys = keys
     app.state.recording_service = service
     app.state.events_recorded = events_recorded
@@ -253,7 +255,4 @@ def install_write_api(
     install_audit_api(app, service.store)
     checkpoints = app.state.audit_checkpoints
     follower = app.state.tree_head_follower
-    app.state.tree_size_covering = lambda position: tree_size_covering(
-        service.store, checkpoints, position, follower.known_head)
-    app.state.tree_sizes_covering = lambda positions: tree_sizes_covering(
-        service.store, checkpoints, positions, follower.known_head)
+    app.state.recording_queue = RecordingQueue(service, with_tree_sizes)

@@ -8,13 +8,16 @@ the handler calls them with the state it has loaded, before the aggregate decide
 
 A partner key bound to no firm is a key made before keys carried firms. Unless the
 operator sets `DEALREG_UNBOUND_PARTNER_KEYS=refuse`, it keeps acting for every firm, as it
-always did, and each of its writes logs a warning, so that the operator sees which keys
+always did, and its writes log a warning (the first, then at most one a minute per key:
+one per write cost a tenth of a busy server's CPU), so that the operator sees which keys
 still need `dealreg keys bind`.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -27,6 +30,27 @@ log = logging.getLogger("dealreg.authority")
 UnboundPartnerKeys = Literal["allow", "refuse"]
 # Roles are plain strings here: the application knows what a role may do, not how keys work.
 ACTS_FOR_EVERY_FIRM = frozenset({"admin"})
+UNBOUND_WARNING_INTERVAL_SECONDS = 60.0
+
+
+class _UnboundKeyWarnings:
+    """When each unbound key last had its warning logged."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, name: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(name)
+            if last is not None and now - last < UNBOUND_WARNING_INTERVAL_SECONDS:
+                return False
+            self._last[name] = now
+            return True
+
+
+_unbound_warnings = _UnboundKeyWarnings()
 
 
 @dataclass(frozen=True)
@@ -45,11 +69,13 @@ class Authority:
             return cls()
         if bound or unbound == "refuse":
             return cls(bound)
-        log.warning(
-            "key %r is bound to no firm and so acts for every firm; bind it with "
-            "`dealreg keys bind %s --firm CODE` (then set DEALREG_UNBOUND_PARTNER_KEYS=refuse)",
-            name, name, extra={"fields": {"principal": name, "rule": "unbound_partner_key"}},
-        )
+        if _unbound_warnings.due(name):
+            log.warning(
+                "key %r is bound to no firm and so acts for every firm; bind it with "
+                "`dealreg keys bind %s --firm CODE` (then set DEALREG_UNBOUND_PARTNER_KEYS="
+                "refuse); logged at most once a minute per key",
+                name, name, extra={"fields": {"principal": name, "rule": "unbound_partner_key"}},
+            )
         return cls()
 
     def acts_for(self, code: str) -> bool:

@@ -52,6 +52,7 @@ from services.registry.application.errors import (
 from services.registry.application.group_commit import GroupCommitter
 from services.registry.application.idempotency import earlier_fingerprints, fingerprint
 from services.registry.application.rates import DEFAULT_RATES, ReferenceRates
+from services.registry.application.recent_aggregates import RecentAggregates
 from services.registry.application.unit_of_work import UnitOfWork
 from services.registry.domain.deal import Deal
 from services.registry.domain.errors import DomainError, InvalidValue, UnknownReference
@@ -136,6 +137,8 @@ class RecordingService:
         self.rates = rates
         self.committer = committer or GroupCommitter(store)
         self.deal_turns = AggregateTurns()
+        self.recent = RecentAggregates(store)
+        self._one_pass = threading.Lock()
         # Saves refused because another writer got to the aggregate first (then retried).
         self.version_conflicts = 0
         # By type: a v2 submission (contracts.submissions_v2) extends its v1 model.
@@ -198,40 +201,37 @@ class RecordingService:
         self, principal: str, submissions: Sequence[AnySubmission],
         authority: Authority = EVERY_FIRM,
     ) -> list[Receipt | Exception]:
-        """Record a batch in order, each event seeing those before it, in one transaction.
+        """Record one principal's batch: `record_commands` of its submissions."""
+        return self.record_commands(
+            [RecordPartnerEvent(principal, s, authority) for s in submissions])
 
-        Each item gets what `record` would have answered it. If another writer got in the
-        way of the batch, the items are recorded one by one instead."""
-        uow = UnitOfWork(self.store)
-        uow.look_up({receipt_id(principal, s.event_id) for s in submissions})
-        outcomes: list[Receipt | Exception | Decision | int] = []
-        decided_at: dict[UUID, int] = {}
-        for submission in submissions:
-            rid = receipt_id(principal, submission.event_id)
-            if rid in decided_at:  # the same event twice in one batch
-                first = outcomes[decided_at[rid]]
-                assert isinstance(first, Decision)
-                same = first.fingerprint == fingerprint(submission)
-                outcomes.append(decided_at[rid] if same
-                                else IdempotencyConflict(submission.event_id))
-                continue
-            command = RecordPartnerEvent(principal, submission, authority)
-            try:
-                decision = self._decide(uow, command)
-            except REFUSALS as exc:
-                try:  # stale, if an identical request in flight recorded it meanwhile
-                    outcomes.append(self._replay_if_recorded(command) or exc)
-                except IdempotencyConflict as conflict:
-                    outcomes.append(conflict)
-                continue
-            if isinstance(decision, Decision):
-                decided_at[rid] = len(outcomes)
-            outcomes.append(decision)
-        decisions = [o for o in outcomes if isinstance(o, Decision)]
+    def record_commands(self, commands: Sequence[RecordPartnerEvent]) -> list[Receipt | Exception]:
+        """Record commands in order, each seeing those before it, in one transaction.
+
+        Each gets what `record` would have answered it: the same event twice (same principal
+        and event id) is recorded once and the second answered as its replay. If another
+        writer got in the way of the transaction, the commands are recorded one by one.
+
+        Passes run one at a time: they share the aggregates earlier passes committed
+        (`recent`), which they change in place."""
+        with self._one_pass:
+            return self._record_pass(commands)
+
+    def _record_pass(self, commands: Sequence[RecordPartnerEvent]) -> list[Receipt | Exception]:
+        self.recent.refresh()
+        uow = UnitOfWork(self.store, self.recent)
         try:
+            outcomes = self._decide_all(uow, commands)
+            decisions = [o for o in outcomes if isinstance(o, Decision)]
             recordings = self.committer.save_events([e for d in decisions for e in d.events])
         except IntegrityError:
-            return [self._record_refusing(principal, s, authority) for s in submissions]
+            self.recent.drop(uow.loaded_ids())  # decided on, in place, and not committed
+            return [self._record_refusing(command) for command in commands]
+        except BaseException:
+            self.recent.drop(uow.loaded_ids())
+            raise
+        self.recent.keep({d.aggregate_id: uow.loaded(d.aggregate_id) for d in decisions}.values(),
+                         [r.notification.id for r in recordings])
         receipts: dict[int, Receipt] = {}
         end = 0
         for index, outcome in enumerate(outcomes):
@@ -245,11 +245,39 @@ class RecordingService:
             for index, outcome in enumerate(outcomes)
         ]
 
-    def _record_refusing(
-        self, principal: str, submission: AnySubmission, authority: Authority
-    ) -> Receipt | Exception:
+    def _decide_all(self, uow: UnitOfWork, commands: Sequence[RecordPartnerEvent]
+                    ) -> list[Receipt | Exception | Decision | int]:
+        """Each command's decision, original receipt, or refusal; the index of the first of
+        the same event twice."""
+        uow.look_up({receipt_id(c.principal, c.submission.event_id) for c in commands})
+        outcomes: list[Receipt | Exception | Decision | int] = []
+        decided_at: dict[UUID, int] = {}
+        for command in commands:
+            submission = command.submission
+            rid = receipt_id(command.principal, submission.event_id)
+            if rid in decided_at:
+                first = outcomes[decided_at[rid]]
+                assert isinstance(first, Decision)
+                same = first.fingerprint == fingerprint(submission)
+                outcomes.append(decided_at[rid] if same
+                                else IdempotencyConflict(submission.event_id))
+                continue
+            try:
+                decision = self._decide(uow, command)
+            except REFUSALS as exc:
+                try:  # stale, if an identical request in flight recorded it meanwhile
+                    outcomes.append(self._replay_if_recorded(command) or exc)
+                except IdempotencyConflict as conflict:
+                    outcomes.append(conflict)
+                continue
+            if isinstance(decision, Decision):
+                decided_at[rid] = len(outcomes)
+            outcomes.append(decision)
+        return outcomes
+
+    def _record_refusing(self, command: RecordPartnerEvent) -> Receipt | Exception:
         try:
-            return self.record(RecordPartnerEvent(principal, submission, authority))
+            return self.record(command)
         except REFUSALS as exc:
             return exc
 

@@ -14,6 +14,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 
 from services.registry.adapters.event_store import DealRegistryStore
+from services.registry.application.recent_aggregates import RecentAggregates
 from services.registry.domain.firm import Firm
 from services.registry.domain.identities import firm_id
 
@@ -21,16 +22,20 @@ A = TypeVar("A")
 
 
 class UnitOfWork:
-    def __init__(self, store: DealRegistryStore) -> None:
+    def __init__(self, store: DealRegistryStore, recent: RecentAggregates | None = None) -> None:
         self.store = store
+        # Aggregates earlier recording passes committed, used as they are (not copied).
+        self.recent = recent
         self._aggregates: dict[UUID, Any] = {}
         self._absent: set[UUID] = set()
 
     def get(self, aggregate_id: UUID, kind: type[A]) -> A | None:
         """The aggregate with this id if it is a `kind`, else None."""
         if aggregate_id not in self._aggregates:
+            kept = self.recent.get(aggregate_id) if self.recent is not None else None
             try:
-                self._aggregates[aggregate_id] = self.store.repository.get(aggregate_id)
+                self._aggregates[aggregate_id] = (
+                    kept if kept is not None else self.store.repository.get(aggregate_id))
             except AggregateNotFoundError:
                 return None
         aggregate = self._aggregates[aggregate_id]
@@ -56,6 +61,8 @@ class UnitOfWork:
         its first event, never a load."""
         if aggregate_id in self._aggregates:
             return True
+        if self.recent is not None and self.recent.get(aggregate_id) is not None:
+            return True
         if aggregate_id in self._absent:
             return False
         return aggregate_id in self.store.stored_aggregates([aggregate_id])
@@ -73,3 +80,11 @@ class UnitOfWork:
     def forget(self, aggregate_id: UUID) -> None:
         """Drop an aggregate whose latest decision was refused after it was made."""
         self._aggregates.pop(aggregate_id, None)
+        if self.recent is not None:
+            self.recent.drop([aggregate_id])
+
+    def loaded(self, aggregate_id: UUID) -> Any:
+        return self._aggregates[aggregate_id]
+
+    def loaded_ids(self) -> list[UUID]:
+        return list(self._aggregates)
