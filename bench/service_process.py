@@ -34,6 +34,8 @@ from tests.kafka_broker import TansuBroker  # noqa: E402
 ADMIN_URL = os.environ.get("DEALREG_BENCH_POSTGRES",
                            "postgresql://postgres@127.0.0.1:5432/postgres")
 # tansu holds a consumer-group join for about half the session timeout.
+# Every registry on PostgreSQL needs the deployment's tree-head key: one per bench run.
+BENCH_SIGNING_KEY = base64.b64encode(Ed25519PrivateKey.generate().private_bytes_raw()).decode()
 TANSU_CONSUMER_ENV = {"DEALREG_KAFKA_SESSION_TIMEOUT_MS": "2000",
                       "DEALREG_KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
 
@@ -64,7 +66,8 @@ def start_dealreg(arguments: list[str], env: dict[str, str],
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", *arguments, "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "DEALREG_LOG_LEVEL": "WARNING", **env},
+        env={**os.environ, "DEALREG_LOG_LEVEL": "WARNING",
+             "DEALREG_SIGNING_KEY": BENCH_SIGNING_KEY, **env},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -111,8 +114,7 @@ def distributed_services(data_dir: Path, database_url: str, env: dict[str, str] 
         create_topics(broker.bootstrap, topic, f"{topic}.dlq", partitions)
         env = {"DEALREG_DATABASE_URL": database_url, "DEALREG_DATA_DIR": str(data_dir),
                # On PostgreSQL the tree-head signing key is configured, never made up.
-               "DEALREG_SIGNING_KEY": base64.b64encode(
-                   Ed25519PrivateKey.generate().private_bytes_raw()).decode(),
+               "DEALREG_SIGNING_KEY": BENCH_SIGNING_KEY,
                "DEALREG_KAFKA_BOOTSTRAP": broker.bootstrap, "DEALREG_KAFKA_TOPIC": topic,
                **TANSU_CONSUMER_ENV, **(env or {})}
         started: list[subprocess.Popen[bytes]] = []
