@@ -124,6 +124,27 @@ def _deal_of(command: RecordPartnerEvent) -> UUID | None:
     return deal_id
 
 
+# The aggregates a creating submission makes, by type: (kind of derived id, payload field).
+_CREATES = {"meeting_held": ("meeting", "meeting_id"), "deal_proposed": ("deal", "deal_id")}
+
+
+def _created_id(command: RecordPartnerEvent) -> UUID | None:
+    """The id of the aggregate the command would create, if it creates one."""
+    submission = command.submission
+    if submission.type == "firm_registered":
+        return firm_id(submission.payload.code)
+    if submission.type not in _CREATES:
+        return None
+    kind, field = _CREATES[submission.type]
+    return _new_id(kind, getattr(submission.payload, field), command.principal,
+                   submission.event_id)
+
+
+def _new_id(kind: str, given: UUID | None, principal: str, event_id: str) -> UUID:
+    """A new aggregate's id: the partner's own, else derived from who sent which event."""
+    return given or derived_id(kind, principal, event_id)
+
+
 class RecordingService:
     """Records partner events: idempotent on the event id, optimistic on the version."""
 
@@ -249,7 +270,10 @@ class RecordingService:
                     ) -> list[Receipt | Exception | Decision | int]:
         """Each command's decision, original receipt, or refusal; the index of the first of
         the same event twice."""
-        uow.look_up({receipt_id(c.principal, c.submission.event_id) for c in commands})
+        # Which receipts and which aggregates the commands would create exist already: one
+        # query for the pass instead of one per command.
+        uow.look_up({receipt_id(c.principal, c.submission.event_id) for c in commands}
+                    | {i for i in map(_created_id, commands) if i is not None})
         outcomes: list[Receipt | Exception | Decision | int] = []
         decided_at: dict[UUID, int] = {}
         for command in commands:
@@ -366,9 +390,7 @@ class RecordingService:
             raise InvalidValue(
                 f"payload.{kind}_id", "uuid4", f"{kind}_id must be a random (version 4) UUID"
             )
-        aggregate_id = given or derived_id(
-            kind, provenance.recorded_by, provenance.partner_event_id
-        )
+        aggregate_id = _new_id(kind, given, provenance.recorded_by, provenance.partner_event_id)
         if uow.exists(aggregate_id):
             raise AlreadyExists(f"payload.{kind}_id", f"{kind} {aggregate_id}")
         return aggregate_id
