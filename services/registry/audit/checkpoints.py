@@ -340,7 +340,7 @@ class StoredTree:
 def extend_tree(
     store: DealRegistryStore, checkpoints: CheckpointStore, signer: TreeHeadSigner,
     reason: Reason = "continuous", keep_seconds: float = 300.0,
-    events_per_transaction: int = 5000,
+    events_per_transaction: int = 5000, last_known: Checkpoint | None = None,
 ) -> Checkpoint | None:
     """Extend the tree to the log's head and sign its head; returns the
     checkpoint row written last, or None when there was nothing to do.
@@ -348,12 +348,17 @@ def extend_tree(
     "continuous" extends the newest continuous row while it is younger than `keep_seconds`
     and starts a new row after; "on_demand" always records a new row, even over an
     unchanged log. A long backlog is covered `events_per_transaction` events at a time, so
-    the writers sharing a SQLite file are never locked out for long."""
+    the writers sharing a SQLite file are never locked out for long.
+
+    `last_known`, the newest checkpoint as the caller last wrote or read it, spares reading
+    it first; if another process has moved on since, the write finds out and starts again
+    from the newest."""
     head = store.head_position()
     written: Checkpoint | None = None
     races = 0
     while True:
-        previous = checkpoints.latest()
+        previous = last_known if last_known is not None else checkpoints.latest()
+        last_known = None
         tree = Frontier() if previous is None else previous.tree()
         last_position = 0 if previous is None else previous.last_position
         if last_position >= head and (reason == "continuous" or written is not None):

@@ -45,6 +45,8 @@ class TreeHeadFollower:
         self.last_error: str | None = None
         # The newest head this follower recorded or found: (tree size, last position).
         self.known_head: tuple[int, int] | None = None
+        # The newest checkpoint as this follower last wrote or read it (see extend_tree).
+        self._last_written: Checkpoint | None = None
         # When an extension last brought the tree to the log's head, by monotonic clock.
         self._covered_at = time.monotonic()
 
@@ -65,7 +67,7 @@ class TreeHeadFollower:
     def extend_once(self) -> Checkpoint | None:
         try:
             extended = extend_tree(self.store, self.checkpoints, self.signer, "continuous",
-                                   self.keep_seconds)
+                                   self.keep_seconds, last_known=self._last_written)
         except Exception as exc:  # noqa: BLE001 - reported by health; the next round retries
             if self.last_error is None:
                 log.exception("could not extend the signed tree head")
@@ -77,6 +79,7 @@ class TreeHeadFollower:
         self._covered_at = time.monotonic()
         # Nothing to extend: another process (or an auditor's on-demand head) got there.
         head = extended or self.checkpoints.latest()
+        self._last_written = head
         if head is not None:
             self.known_head = (head.event_count, head.last_position)
         return extended

@@ -106,3 +106,32 @@ class TestOnPostgreSQL(NoWindowContract):
     @pytest.fixture
     def settings(self, postgres_url: str, tmp_path: Path) -> Settings:
         return Settings(data_dir=tmp_path / "data", database_url=postgres_url)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_followers_of_two_replicas_and_an_auditor_extend_one_tree(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Each follower remembers the checkpoint it wrote last and extends from it without
+    reading; when another replica's follower or an auditor's on-demand head has moved on,
+    its write finds out and starts again from the newest. The tree stays one tree."""
+    url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    first = Audited(Settings(data_dir=tmp_path, database_url=url))
+    second = Audited(Settings(data_dir=tmp_path, database_url=url))
+    followers = [TreeHeadFollower(a.store, a.checkpoints, a.signer) for a in (first, second)]
+    try:
+        first.populate(pledges=1)
+        for n in range(6):
+            record(first.service, pledge_body(f"more-{n}", f"pl-more-{n}"))
+            follower = followers[n % 2]
+            follower.extend_once()  # the other's last write is newer than what it knows
+            assert follower.known_head == (first.store.count_events(0, 10**9),
+                                           first.store.head_position())
+            if n == 3:
+                first.checkpoint()  # an auditor's head: a row of its own
+        report = first.verify()
+        assert report.ok, report
+        heads = first.checkpoints.latest()
+        assert heads is not None and heads.last_position == first.store.head_position()
+    finally:
+        first.close()
+        second.close()
