@@ -105,12 +105,12 @@ def test_a_replica_writing_during_a_pass_fails_its_commit_and_nothing_is_lost(
                       Receipt)
     save = replicas.a.committer.save_events
 
-    def other_replica_first(events: list[Any]) -> Any:
+    def other_replica_first(events: list[Any], receipts: list[Any] | None = None) -> Any:
         # Between this pass's decision and its commit, the other replica takes the version.
         replicas.a.committer.save_events = save  # type: ignore[method-assign]
         assert isinstance(in_a_pass(replicas.b, pledge_body("p-b", "p-b", low="1", high="2")),
                           Receipt)
-        return save(events)
+        return save(events, receipts)
 
     replicas.a.committer.save_events = other_replica_first  # type: ignore[method-assign]
     outcome = in_a_pass(replicas.a, pledge_body("p-2", "p-2", low="1", high="2"))

@@ -18,7 +18,7 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import (
     DatetimeAsISO,
     DecimalAsStr,
@@ -32,10 +32,13 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import Environment, EnvType
 
+from services.registry.adapters.receipt_table import COLUMNS, RECEIPTS_TABLE, recorder_topic
+
 # Stored events name their classes by explicit topics, which resolve only once the classes
 # are defined: every process that reads the store must import every aggregate module.
 from services.registry.domain import deal, firm, meeting, receipt  # noqa: F401
 from services.registry.domain.deal import Pledge
+from services.registry.domain.receipt import IngestionReceipt, IssuedReceipt
 from services.registry.domain.recorded import RecordedEvent
 from services.registry.domain.values import AmountRange, Tranche, UsdConversion
 from services.shared.settings import Settings
@@ -123,6 +126,10 @@ class DealRegistryStore(Application[UUID]):
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         environment = super().construct_env(name, env)
         environment["IS_SNAPSHOTTING_ENABLED"] = "y" if snapshot_interval(environment) else "n"
+        # Receipts are written with the events by our recorder (adapters.receipt_table).
+        topic = recorder_topic(environment.get("PERSISTENCE_MODULE", ""))
+        if topic is not None:
+            environment["APPLICATION_RECORDER_TOPIC"] = topic
         return environment
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
@@ -261,6 +268,48 @@ class DealRegistryStore(Application[UUID]):
                                "ORDER BY notification_id", (after, until))
                 return [int(row["n"]) for row in cursor.fetchall()]
         raise TypeError(f"unsupported recorder {type(recorder).__name__}")
+
+    def issued_receipt(self, receipt_id: UUID) -> IssuedReceipt | None:
+        """The receipt with this id: a row beside the log, or in a store written before
+        receipts were kept there, its event."""
+        recorder: Any = self.recorder
+        select = f"SELECT {', '.join(COLUMNS)} FROM {RECEIPTS_TABLE} "  # noqa: S608 - ours
+        with recorder.datastore.transaction(commit=False) as cursor:
+            if isinstance(recorder, SQLiteApplicationRecorder):
+                cursor.execute(select + "WHERE receipt_id=?", (receipt_id.hex,))
+                row = cursor.fetchone()
+                values = None if row is None else dict(zip(COLUMNS, row, strict=True))
+            else:
+                cursor.execute(select + "WHERE receipt_id=%s", (receipt_id,))
+                values = cursor.fetchone()
+        if values is not None:
+            return IssuedReceipt(**{**values, "receipt_id": UUID(str(values["receipt_id"])),
+                                    "aggregate_id": UUID(str(values["aggregate_id"]))})
+        try:
+            legacy: Any = self.repository.get(receipt_id)
+        except AggregateNotFoundError:
+            return None
+        return legacy.issued() if isinstance(legacy, IngestionReceipt) else None
+
+    def stored_receipts(self, receipt_ids: Collection[UUID]) -> set[UUID]:
+        """Which of these receipts are stored, beside the log or (written before) in it."""
+        recorder: Any = self.recorder
+        ids = list(receipt_ids)
+        found: set[UUID] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            with recorder.datastore.transaction(commit=False) as cursor:
+                if isinstance(recorder, SQLiteApplicationRecorder):
+                    cursor.execute(f"SELECT receipt_id FROM {RECEIPTS_TABLE} "  # noqa: S608
+                                   f"WHERE receipt_id IN ({','.join('?' * len(chunk))})",
+                                   [i.hex for i in chunk])
+                    found.update(UUID(row[0]) for row in cursor.fetchall())
+                else:
+                    cursor.execute(f"SELECT receipt_id FROM {RECEIPTS_TABLE} "  # noqa: S608
+                                   "WHERE receipt_id = ANY(%s)", (chunk,))
+                    found.update(row["receipt_id"] for row in cursor.fetchall())
+        rest = [i for i in ids if i not in found]
+        return found | (self.stored_aggregates(rest) if rest else set())
 
     def originators_after(self, after: int) -> list[tuple[int, UUID]]:
         """The position and aggregate of every event after `after`, ascending."""

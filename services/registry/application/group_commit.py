@@ -26,6 +26,8 @@ log = logging.getLogger("dealreg.group_commit")
 class _Request:
     # Events, not aggregates: a failed save must leave them intact for the retry alone.
     events: list[Any]
+    # What is written with the events, in their transaction (adapters.receipt_table).
+    receipts: list[Any]
     result: Future[list[Recording[Any]]] = field(default_factory=Future)
 
 
@@ -44,9 +46,11 @@ class GroupCommitter:
         Raises what saving them alone would raise (IntegrityError on a conflict)."""
         return self.save_events([event for obj in objs for event in obj.collect_events()])
 
-    def save_events(self, events: list[Any]) -> list[Recording[Any]]:
-        """Save these events in one transaction, in this order; returns their recordings."""
-        request = _Request(events)
+    def save_events(self, events: list[Any], receipts: list[Any] | None = None
+                    ) -> list[Recording[Any]]:
+        """Save these events, and the receipts with them, in one transaction, in this order;
+        returns the events' recordings."""
+        request = _Request(events, receipts or [])
         self._queue.put(request)
         return request.result.result()
 
@@ -76,7 +80,9 @@ class GroupCommitter:
         self.saved_requests += len(batch)
         if len(batch) > 1:
             try:
-                recordings = self.store.save(*(event for r in batch for event in r.events))
+                recordings = self.store.save(
+                    *(event for r in batch for event in r.events),
+                    receipts=[receipt for r in batch for receipt in r.receipts])
             except Exception:  # noqa: BLE001 - find which request failed by saving alone
                 log.debug("batch of %d failed; saving one by one", len(batch), exc_info=True)
             else:
@@ -87,6 +93,7 @@ class GroupCommitter:
                 return
         for request in batch:
             try:
-                request.result.set_result(self.store.save(*request.events))
+                request.result.set_result(
+                    self.store.save(*request.events, receipts=request.receipts))
             except Exception as exc:  # noqa: BLE001 - handed to the waiting request
                 request.result.set_exception(exc)

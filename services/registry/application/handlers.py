@@ -21,7 +21,6 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from contracts.submissions_v1 import (
@@ -59,7 +58,7 @@ from services.registry.domain.errors import DomainError, InvalidValue, UnknownRe
 from services.registry.domain.firm import Firm
 from services.registry.domain.identities import derived_id, firm_id, receipt_id
 from services.registry.domain.meeting import Meeting
-from services.registry.domain.receipt import IngestionReceipt
+from services.registry.domain.receipt import IssuedReceipt
 from services.registry.domain.recorded import Provenance, RecordedAggregate
 from services.registry.domain.values import AmountRange, PledgeTerms, UsdConversion
 
@@ -78,25 +77,27 @@ REFUSALS = (
 class Decision:
     """A decided event and its receipt, not yet saved."""
 
-    receipt_id: UUID
-    fingerprint: str
-    event_id: str
-    type: str
-    aggregate_id: UUID
-    aggregate_version: int
-    recorded_at: str
-    recorded_by: str
+    receipt: IssuedReceipt
     events: list[Any]
+
+    @property
+    def aggregate_id(self) -> UUID:
+        return self.receipt.aggregate_id
+
+    @property
+    def aggregate_version(self) -> int:
+        return self.receipt.aggregate_version
 
     @property
     def creates(self) -> bool:
         return self.aggregate_version == 1
 
     def receipt_at(self, position: int) -> Receipt:
+        r = self.receipt
         return Receipt(
-            event_id=self.event_id, type=self.type, aggregate_id=self.aggregate_id,
-            aggregate_version=self.aggregate_version, position=position,
-            recorded_at=self.recorded_at, recorded_by=self.recorded_by,
+            event_id=r.partner_event_id, type=r.event_type, aggregate_id=r.aggregate_id,
+            aggregate_version=r.aggregate_version, position=position,
+            recorded_at=r.event_recorded_at, recorded_by=r.principal,
         )
 
 
@@ -203,13 +204,13 @@ class RecordingService:
             if isinstance(decision, Receipt):
                 return decision
             try:
-                recordings = self.committer.save_events(decision.events)
+                recordings = self.committer.save_events(decision.events, [decision.receipt])
             except IntegrityError:
                 replay = self._replay_if_recorded(command)
                 if replay is not None:
                     return replay
                 if decision.creates:
-                    raise AlreadyExists("payload", f"{decision.type} target "
+                    raise AlreadyExists("payload", f"{decision.receipt.event_type} target "
                                         f"{decision.aggregate_id}") from None
                 self.version_conflicts += 1
                 time.sleep(random.uniform(0, BACKOFF_SECONDS))
@@ -244,7 +245,8 @@ class RecordingService:
         try:
             outcomes = self._decide_all(uow, commands)
             decisions = [o for o in outcomes if isinstance(o, Decision)]
-            recordings = self.committer.save_events([e for d in decisions for e in d.events])
+            recordings = self.committer.save_events([e for d in decisions for e in d.events],
+                                                    [d.receipt for d in decisions])
         except IntegrityError:
             self.recent.drop(uow.loaded_ids())  # decided on, in place, and not committed
             return [self._record_refusing(command) for command in commands]
@@ -272,8 +274,8 @@ class RecordingService:
         the same event twice."""
         # Which receipts and which aggregates the commands would create exist already: one
         # query for the pass instead of one per command.
-        uow.look_up({receipt_id(c.principal, c.submission.event_id) for c in commands}
-                    | {i for i in map(_created_id, commands) if i is not None})
+        uow.look_up_receipts({receipt_id(c.principal, c.submission.event_id) for c in commands})
+        uow.look_up({i for i in map(_created_id, commands) if i is not None})
         outcomes: list[Receipt | Exception | Decision | int] = []
         decided_at: dict[UUID, int] = {}
         for command in commands:
@@ -282,7 +284,7 @@ class RecordingService:
             if rid in decided_at:
                 first = outcomes[decided_at[rid]]
                 assert isinstance(first, Decision)
-                same = first.fingerprint == fingerprint(submission)
+                same = first.receipt.request_fingerprint == fingerprint(submission)
                 outcomes.append(decided_at[rid] if same
                                 else IdempotencyConflict(submission.event_id))
                 continue
@@ -310,7 +312,7 @@ class RecordingService:
         submission = command.submission
         print_ = fingerprint(submission)
         rid = receipt_id(command.principal, submission.event_id)
-        earlier = self._stored_receipt(rid) if uow.exists(rid) else None
+        earlier = self.store.issued_receipt(rid) if uow.receipt_may_exist(rid) else None
         if earlier is not None:
             return self._replay(earlier, submission)
         provenance = Provenance(
@@ -330,39 +332,23 @@ class RecordingService:
             aggregate.collect_events()
             uow.forget(aggregate.id)
             raise VersionConflict(str(aggregate.id), expected, version_before)
-        receipt = IngestionReceipt.issue(
-            rid, submission.event_id, command.principal, print_, submission.type,
-            aggregate.id, aggregate.version, event.timestamp.isoformat(),
-        )
         uow.track(aggregate)
+        # Only the aggregate's event goes in the log; its receipt is written beside it, in
+        # the same transaction (adapters.receipt_table).
         return Decision(
-            receipt_id=rid,
-            fingerprint=print_,
-            event_id=submission.event_id,
-            type=submission.type,
-            aggregate_id=aggregate.id,
-            aggregate_version=aggregate.version,
-            recorded_at=event.timestamp.isoformat(),
-            recorded_by=command.principal,
-            # The receipt goes first, so the last position of every write is its event:
-            # a reader caught up with the events is caught up with the log's head.
-            events=[*receipt.collect_events(), *aggregate.collect_events()],
-        )
+            IssuedReceipt(rid, submission.event_id, command.principal, print_, submission.type,
+                          aggregate.id, aggregate.version, event.timestamp.isoformat()),
+            list(aggregate.collect_events()))
 
     # Idempotency and concurrency.
 
-    def _stored_receipt(self, rid: UUID) -> IngestionReceipt | None:
-        try:
-            return self.store.repository.get(rid)  # type: ignore[no-any-return]
-        except AggregateNotFoundError:
-            return None
-
     def _replay_if_recorded(self, command: RecordPartnerEvent) -> Receipt | None:
         """The original receipt if this event has been recorded by now, else None."""
-        earlier = self._stored_receipt(receipt_id(command.principal, command.submission.event_id))
+        earlier = self.store.issued_receipt(
+            receipt_id(command.principal, command.submission.event_id))
         return None if earlier is None else self._replay(earlier, command.submission)
 
-    def _replay(self, receipt: IngestionReceipt, submission: AnySubmission) -> Receipt:
+    def _replay(self, receipt: IssuedReceipt, submission: AnySubmission) -> Receipt:
         recorded = receipt.request_fingerprint
         if recorded != fingerprint(submission) and recorded not in earlier_fingerprints(submission):
             raise IdempotencyConflict(receipt.partner_event_id)

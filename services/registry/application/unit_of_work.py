@@ -28,6 +28,7 @@ class UnitOfWork:
         self.recent = recent
         self._aggregates: dict[UUID, Any] = {}
         self._absent: set[UUID] = set()
+        self._absent_receipts: set[UUID] = set()
 
     def get(self, aggregate_id: UUID, kind: type[A]) -> A | None:
         """The aggregate with this id if it is a `kind`, else None."""
@@ -72,6 +73,17 @@ class UnitOfWork:
         not ask again for each (a batch checks the receipt of every item)."""
         stored = self.store.stored_aggregates(aggregate_ids)
         self._absent.update(i for i in aggregate_ids if i not in stored)
+
+    def look_up_receipts(self, receipt_ids: Collection[UUID]) -> None:
+        """Find out in one query which of these receipts are stored (a pass checks the
+        receipt of every command)."""
+        stored = self.store.stored_receipts(receipt_ids)
+        self._absent_receipts.update(i for i in receipt_ids if i not in stored)
+
+    def receipt_may_exist(self, receipt_id: UUID) -> bool:
+        """False for a receipt looked up and found absent; True for any other, whose
+        receipt is then read."""
+        return receipt_id not in self._absent_receipts
 
     def track(self, aggregate: Any) -> None:
         self._aggregates[aggregate.id] = aggregate

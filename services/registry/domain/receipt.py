@@ -2,18 +2,35 @@
 
 A receipt is saved in the same transaction as the events it acknowledges, and its id is
 derived from the partner's event id, so a retried request finds it (or fails to create a
-duplicate) whatever happened to the first attempt.
+duplicate) whatever happened to the first attempt. Receipts are kept beside the log
+(adapters.receipt_table); stores written before kept each as an event of its own
+(IngestionReceipt), which is still read.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 
+@dataclass(frozen=True)
+class IssuedReceipt:
+    receipt_id: UUID
+    partner_event_id: str
+    principal: str
+    request_fingerprint: str
+    event_type: str
+    aggregate_id: UUID
+    aggregate_version: int
+    event_recorded_at: str
+
+
 class IngestionReceipt(Aggregate):
+    """A receipt as stores before receipts were kept beside the log hold it."""
+
     TOPIC = "dealregistry:IngestionReceipt"
 
     class Created(Aggregate.Created):
@@ -50,26 +67,7 @@ class IngestionReceipt(Aggregate):
         self.aggregate_version = 0
         self.event_recorded_at = ""
 
-    @classmethod
-    def issue(
-        cls,
-        receipt_id: UUID,
-        partner_event_id: str,
-        principal: str,
-        request_fingerprint: str,
-        event_type: str,
-        aggregate_id: UUID,
-        aggregate_version: int,
-        event_recorded_at: str,
-    ) -> IngestionReceipt:
-        return cls._create(
-            cls.Issued,
-            id=receipt_id,
-            partner_event_id=partner_event_id,
-            principal=principal,
-            request_fingerprint=request_fingerprint,
-            event_type=event_type,
-            aggregate_id=aggregate_id,
-            aggregate_version=aggregate_version,
-            event_recorded_at=event_recorded_at,
-        )
+    def issued(self) -> IssuedReceipt:
+        return IssuedReceipt(
+            self.id, self.partner_event_id, self.principal, self.request_fingerprint,
+            self.event_type, self.aggregate_id, self.aggregate_version, self.event_recorded_at)

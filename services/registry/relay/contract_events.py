@@ -4,7 +4,8 @@ Each envelope is at its type's newest schema version (`contracts.events_v2.schem
 pledge events at 2, with the pledge's instrument and tranches (a pledge event stored before
 v2 is read through its upcaster: instrument null, no tranches), every other type at 1.
 
-Receipts are bookkeeping of the write side and never leave it. A stored event that cannot be
+Receipts are bookkeeping of the write side and never leave it (they are kept beside the log;
+logs written before hold them as events, which are skipped). A stored event that cannot be
 translated (its state does not decode, or does not fit the contract) is reported as
 `Untranslatable` by `translated`, so that no follower of the log stalls on it.
 """
@@ -143,8 +144,8 @@ class Untranslatable:
 
 
 def _envelope_of(notification: Notification, mapper: Mapper[Any]) -> EventEnvelope | None:
-    # A receipt follows every ingested event in a live log: its class, resolved from the
-    # topic as the mapper would, says it stays inside, so its state is never decoded.
+    # A receipt in a log written before receipts were kept beside it: its class, resolved
+    # from the topic as the mapper would, says it stays inside, so its state is never decoded.
     if resolve_topic(notification.topic) not in TRANSLATIONS:
         return None
     return to_envelope(mapper.to_domain_event(notification), notification.id)

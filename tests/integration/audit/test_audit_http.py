@@ -40,28 +40,28 @@ def test_verify_and_checkpoints_over_http(tmp_path: Path) -> None:
 
         taken = client.post("/v1/audit/checkpoints", headers=auth(Role.ADMIN))
         assert taken.status_code == 201
-        assert taken.json()["event_count"] == 2 and taken.json()["reason"] == "on_demand"
+        assert taken.json()["event_count"] == 1 and taken.json()["reason"] == "on_demand"
         assert taken.json()["signed"] is True
 
         report = client.get("/v1/audit/verify", headers=auth(Role.AUDITOR))
         assert report.status_code == 200
         body = report.json()
         assert body["ok"] is True and body["first_failure"] is None
-        assert body["events_checked"] == 2 and body["signatures_checked"] is True
-        assert body["leaf_formats"] == [{"from": 1, "to": 2, "format": 2, "meaning": ANY}]
+        assert body["events_checked"] == 1 and body["signatures_checked"] is True
+        assert body["leaf_formats"] == [{"from": 1, "to": 1, "format": 2, "meaning": ANY}]
 
         recorded = client.post("/v1/events", json=firm_body("toyota-tsusho"),
                                headers=auth(Role.PARTNER)).json()
-        assert recorded["tree_size"] == 4
+        assert recorded["tree_size"] == 2
         listed: dict = {}
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             listed = client.get("/v1/audit/checkpoints", headers=auth(Role.AUDITOR)).json()
-            if listed["checkpoints"][-1]["event_count"] == 4:
+            if listed["checkpoints"][-1]["event_count"] == 2:
                 break
             time.sleep(0.05)
         assert [c["reason"] for c in listed["checkpoints"]][-1] == "continuous"
-        assert listed["checkpoints"][-1]["event_count"] == 4
+        assert listed["checkpoints"][-1]["event_count"] == 2
         first = client.get("/v1/audit/checkpoints", headers=auth(Role.AUDITOR),
                            params={"limit": 1}).json()
         assert first["total"] == len(listed["checkpoints"]) >= 2

@@ -96,7 +96,7 @@ def test_a_later_head_is_proven_to_extend_a_kept_one(auditor: Auditor, tmp_path:
     kept = auditor.head_covering(auditor.record_firm("attero")["tree_size"])
     for n in range(9):
         auditor.record_firm(f"later-{n}")
-    later = auditor.head_covering(kept.tree_size + 18)
+    later = auditor.head_covering(kept.tree_size + 9)
     proof = auditor.get("/v1/audit/proof/consistency", first=kept.tree_size,
                         second=later.tree_size).json()
     path = [bytes.fromhex(h) for h in proof["consistency_path"]]
@@ -128,7 +128,8 @@ def test_a_later_head_is_proven_to_extend_a_kept_one(auditor: Auditor, tmp_path:
 def test_a_proof_that_cannot_be_given_is_a_precise_422(
         auditor: Auditor, path: str, params: dict[str, int], field: str,
         rule: str | None) -> None:
-    auditor.head_covering(auditor.record_firm("attero")["tree_size"])
+    auditor.record_firm("attero")
+    auditor.head_covering(auditor.record_firm("lohum")["tree_size"])
     answer = auditor.get(path, **params)
     assert answer.status_code == 422, answer.text
     error = answer.json()["error"]

@@ -127,14 +127,14 @@ class TamperEvidenceContract:
 
     def test_an_untouched_store_verifies_clean(self, audited: Audited) -> None:
         before = audited.verify()
-        assert before.ok and before.events_checked == len(audited.events()) > 10
+        assert before.ok and before.events_checked == len(audited.events()) >= 8
         audited.checkpoint()
         record(audited.service, pledge_body("later", "pl-later"))
         report = audited.verify()
         assert report.ok, report.failures
         assert report.checkpoints_checked == 1
         assert report.events_checked == len(audited.events())
-        assert report.aggregates > 5
+        assert report.aggregates == 4  # three firms and the deal
 
     def test_a_changed_payload_byte_fails_at_its_position(self, audited: Audited) -> None:
         audited.checkpoint()
@@ -181,7 +181,7 @@ class TamperEvidenceContract:
     def test_swapped_rows_fail_at_the_first_swapped_position(self, audited: Audited) -> None:
         audited.checkpoint()
         events = audited.events()
-        first_swapped, second_swapped = events[3], events[-2]
+        first_swapped, second_swapped = events[1], events[-2]  # a firm's, a pledge's
         assert first_swapped.aggregate_id != second_swapped.aggregate_id
         audited.swap(first_swapped.position, second_swapped.position)
         first = audited.verify().first_failure

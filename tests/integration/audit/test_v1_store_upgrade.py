@@ -18,13 +18,14 @@ import psycopg
 import pytest
 from eventsourcing.persistence import StoredEvent
 
+from services.registry.application.errors import IdempotencyConflict
 from services.registry.audit.checkpoints import extend_tree
 from services.registry.audit.logged_events import LoggedEvent
 from services.registry.audit.merkle import verify_consistency, verify_inclusion
 from services.registry.audit.proofs import consistency_proof, inclusion_proof
 from services.shared.settings import Settings
 from tests.integration.audit.test_tamper_evidence import Audited
-from tests.unit.registry.support import body, record
+from tests.unit.registry.support import body, firm_body, record
 
 pytestmark = pytest.mark.integration
 
@@ -140,6 +141,22 @@ class UpgradeContract:
         assert stored.event_hash == next(
             e for e in upgraded.events() if e.position == stored.position).event_hash
         assert json.dumps(stored.fields, sort_keys=True)  # canonical, JSON-ready
+
+    def test_receipts_the_old_store_kept_in_its_log_still_answer_retries(
+            self, upgraded: Audited) -> None:
+        """Stores written before receipts were kept beside the log hold each as an event."""
+        kept = next(e for e in upgraded.events()
+                    if e.topic == "dealregistry:IngestionReceiptIssued.v1")
+        receipt = upgraded.store.issued_receipt(UUID(kept.aggregate_id))
+        assert receipt is not None
+        assert (receipt.partner_event_id, receipt.principal, receipt.request_fingerprint) == (
+            kept.fields["partner_event_id"], kept.fields["principal"],
+            kept.fields["request_fingerprint"])
+        assert UUID(kept.aggregate_id) in upgraded.store.stored_receipts([UUID(kept.aggregate_id)])
+        # The same event id with another meaning is refused on the old receipt.
+        with pytest.raises(IdempotencyConflict):
+            record(upgraded.service, firm_body("another-meaning") | {
+                "event_id": receipt.partner_event_id}, by=receipt.principal)
 
     def test_tampering_with_an_old_event_is_still_found(self, upgraded: Audited) -> None:
         target = upgraded.events()[100]

@@ -26,7 +26,6 @@ from services.registry.application.rates import REFERENCE_RATE_SOURCE
 from services.registry.domain.deal import Deal
 from services.registry.domain.errors import InvalidValue, StateConflict, UnknownReference
 from services.registry.domain.identities import derived_id, firm_id
-from services.registry.domain.receipt import IngestionReceipt
 from services.registry.relay.contract_events import envelopes_from
 from services.shared.settings import Settings
 from tests.unit.registry.support import (
@@ -95,13 +94,16 @@ def test_receipt_describes_the_recorded_event(service: RecordingService,
     assert receipt.type == "firm_registered"
     assert receipt.aggregate_id == firm_id(JP_FIRM)
     assert receipt.aggregate_version == 1
-    assert receipt.position == 2  # after its receipt
+    assert receipt.position == 1
     assert receipt.recorded_by == "partner-a"
     assert receipt.replayed is False
     assert datetime.fromisoformat(receipt.recorded_at).tzinfo is not None
-    # The receipt itself is stored right after the event it acknowledges.
-    assert store.head_position() == 2
-    assert store.log_position_of(firm_id(JP_FIRM), 1) == 2
+    # The receipt is kept beside the log, not in it: the log holds the event alone.
+    assert store.head_position() == 1
+    assert store.log_position_of(firm_id(JP_FIRM), 1) == 1
+    kept = store.issued_receipt(derived_id("receipt", "partner-a", f"firm-{JP_FIRM}"))
+    assert kept is not None and (kept.aggregate_id, kept.aggregate_version) == (
+        firm_id(JP_FIRM), 1)
 
 
 def test_positions_and_versions_advance(service: RecordingService,
@@ -110,10 +112,10 @@ def test_positions_and_versions_advance(service: RecordingService,
     receipts.append(record(service, pledge_body("p-1", "pl-1")))
     receipts.append(record(service, pledge_body("p-2", "pl-2", firm=JP_FIRM)))
     positions = [r.position for r in receipts]
-    assert positions == [2, 4, 6, 8, 10, 12]  # each event follows its receipt
+    assert positions == [1, 2, 3, 4, 5, 6]  # one event per write: receipts are beside the log
     assert [r.aggregate_version for r in receipts] == [1, 1, 1, 1, 2, 3]
     assert receipts[-1].aggregate_id == DEAL_ID
-    assert store.head_position() == 12
+    assert store.head_position() == 6
     for r in receipts:
         assert store.log_position_of(r.aggregate_id, r.aggregate_version) == r.position
 
@@ -214,7 +216,7 @@ def test_refused_event_leaves_no_receipt_so_a_corrected_retry_succeeds(
     assert store.head_position() == head
     receipt = record(service, pledge_body("p-1", "pl-1", low="300", high="400"))
     assert receipt.replayed is False
-    assert receipt.position == head + 2  # its receipt, then the event
+    assert receipt.position == head + 1
 
 
 # Optimistic concurrency.
@@ -313,7 +315,10 @@ def test_deal_id_of_another_kind_of_aggregate_is_not_found(
 ) -> None:
     other_id = firm_id(IN_FIRM) if target == "firm" else derived_id(
         "receipt", "partner-a", f"firm-{IN_FIRM}")
-    assert store.repository.get(other_id) is not None
+    if target == "firm":
+        assert store.repository.get(other_id) is not None
+    else:
+        assert store.issued_receipt(other_id) is not None
     with pytest.raises(NotFound):
         record(service, pledge_body("p-x", deal_id=other_id))
 
@@ -454,12 +459,10 @@ def test_envelopes_skip_receipts_and_carry_positions_times_and_principal(
     record(service, pledge_body("p-1", "pl-1", occurred_at="2025-09-01T12:00:00+05:30"),
            by="invest-india")  # a replay adds nothing to the log
     notifications = list(store.read_log(0, 1000))
-    assert len(notifications) == 12
-    assert sum("IngestionReceipt" in n.topic for n in notifications) == 6
+    assert len(notifications) == 6  # receipts are kept beside the log
+    assert not any("IngestionReceipt" in n.topic for n in notifications)
     out = envelopes(store)
     assert len(out) == 6
-    assert all(not isinstance(store.mapper.to_domain_event(n), IngestionReceipt.Issued)
-               for n in notifications if n.id in {e.position for e in out})
     assert [e.type for e in out] == [
         EventType.FIRM_REGISTERED, EventType.FIRM_REGISTERED, EventType.FIRM_REGISTERED,
         EventType.DEAL_PROPOSED, EventType.PLEDGE_MADE, EventType.JOINT_VENTURE_FORMED]
