@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, Inexact, localcontext
+from functools import cache
 from typing import Any
 from uuid import UUID
 
@@ -39,20 +40,14 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
-    Numeric,
     Table,
-    Text,
-    bindparam,
-    cast,
-    delete,
     func,
-    insert,
     select,
     text,
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from contracts.events_v1 import (
     DealProposed,
@@ -77,8 +72,15 @@ from services.projections.projectors.parking import (
     record_parked,
     remove,
 )
+from services.projections.projectors.statements import (
+    announced,
+    delete_by_key,
+    execute_many,
+    insert_into,
+    rows_in,
+    update_by_key,
+)
 from services.projections.read_model.deal_history import (
-    AMOUNTS,
     APPLIERS,
     DealState,
     Group,
@@ -235,7 +237,7 @@ def _rows_where_in(conn: Connection, table: Table, column: Column[Any], keys: It
     found: list[dict[str, Any]] = []
     for chunk in _chunks(keys):
         found.extend(dict(row._mapping) for row in conn.execute(
-            select(table).where(column.in_(chunk))))
+            rows_in(table, column), {"keys": chunk}))
     return found
 
 
@@ -266,16 +268,11 @@ def _aware(moment: Any) -> datetime:
 
 
 def _update_by_key(table: Table, key: Sequence[str], columns: Sequence[str]) -> Any:
-    """UPDATE of `columns` for the row whose primary key is `key`, for executemany: the key's
-    values go by the names `k_<column>` (a bound name may not be a column being set)."""
-    return update(table).where(
-        *(table.c[name] == bindparam(f"k_{name}") for name in key)
-    ).values({name: bindparam(name) for name in columns})
+    return update_by_key(table, tuple(key), tuple(columns))
 
 
 def _delete_by_key(table: Table, key: Sequence[str]) -> Any:
-    """DELETE of the row whose primary key is `key`, for executemany (values `k_<column>`)."""
-    return delete(table).where(*(table.c[name] == bindparam(f"k_{name}") for name in key))
+    return delete_by_key(table, tuple(key))
 
 
 def _with_key(row: dict[str, Any], key: Sequence[str], columns: Sequence[str]
@@ -395,26 +392,28 @@ class BatchEffects:
 
         Runs inside the batch's exact decimal context (`ReadModelProjector.apply`)."""
         deal_delta = self.deal_deltas.setdefault(pledge["deal_id"], {})
+        low, high = pledge["low"], pledge["high"]
+        usd_low, usd_high = pledge["usd_low"], pledge["usd_high"]
+        if sign < 0:
+            low, high, usd_low, usd_high = -low, -high, -usd_low, -usd_high
         for group in pledge_groups(pledge):
-            entry = deal_delta.setdefault(group, [0, *(Decimal(0) for _ in AMOUNTS)])
-            entry[0] += sign
-            for n, amount in enumerate(AMOUNTS, 1):
-                entry[n] += sign * pledge[amount]
+            entry = deal_delta.get(group)
+            if entry is None:
+                deal_delta[group] = [sign, low, high, usd_low, usd_high]
+            else:
+                entry[0] += sign
+                entry[1] += low
+                entry[2] += high
+                entry[3] += usd_low
+                entry[4] += usd_high
             delta = self.totals.get(group)
             if delta is None:
                 delta = self.totals[group] = TotalsDelta()
-            if sign > 0:
-                delta.count += 1
-                delta.low += pledge["low"]
-                delta.high += pledge["high"]
-                delta.usd_low += pledge["usd_low"]
-                delta.usd_high += pledge["usd_high"]
-            else:
-                delta.count -= 1
-                delta.low -= pledge["low"]
-                delta.high -= pledge["high"]
-                delta.usd_low -= pledge["usd_low"]
-                delta.usd_high -= pledge["usd_high"]
+            delta.count += sign
+            delta.low += low
+            delta.high += high
+            delta.usd_low += usd_low
+            delta.usd_high += usd_high
 
     # Writing
 
@@ -423,38 +422,39 @@ class BatchEffects:
         if self.new_firms:
             # In code order: two batches registering the same codes (the second fails on the
             # unique index) then wait on each other in one order, never in a cycle.
-            conn.execute(insert(firms), sorted(self.new_firms, key=lambda firm: firm["code"]))
+            execute_many(conn, insert_into(firms),
+                         sorted(self.new_firms, key=lambda firm: firm["code"]))
         if self.new_meetings:
-            conn.execute(insert(meetings), self.new_meetings)
+            execute_many(conn, insert_into(meetings), self.new_meetings)
         new_deals = [state.deal for deal_id, state in self.deals.items()
                      if deal_id not in self.stored_deals]
         if new_deals:
-            conn.execute(insert(deals), new_deals)
+            execute_many(conn, insert_into(deals), new_deals)
         if self.stored_deals:
-            conn.execute(
-                _update_by_key(deals, ("deal_id",), DEAL_CHANGING_COLUMNS),
+            execute_many(
+                conn, _update_by_key(deals, ("deal_id",), DEAL_CHANGING_COLUMNS),
                 [_with_key(self.deals[d].deal, ("deal_id",), DEAL_CHANGING_COLUMNS)
                  for d in self.stored_deals],
             )
         if self.new_parties:
-            conn.execute(insert(deal_parties), self.new_parties)
+            execute_many(conn, insert_into(deal_parties), self.new_parties)
         new_pledges = [
             row for state in self.deals.values() for row in state.pledges.values()
             if (row["deal_id"], row["pledge_id"]) not in self.stored_pledges
         ]
         if new_pledges:
-            conn.execute(insert(pledges), new_pledges)
+            execute_many(conn, insert_into(pledges), new_pledges)
         if self.changed_stored_pledges:
-            conn.execute(
-                _update_by_key(pledges, ("deal_id", "pledge_id"), PLEDGE_CHANGING_COLUMNS),
+            execute_many(
+                conn, _update_by_key(pledges, ("deal_id", "pledge_id"), PLEDGE_CHANGING_COLUMNS),
                 [_with_key(self.deals[deal_id].pledges[pledge_id], ("deal_id", "pledge_id"),
                            PLEDGE_CHANGING_COLUMNS)
                  for deal_id, pledge_id in self.changed_stored_pledges],
             )
         if self.deal_history:
-            conn.execute(insert(deal_events), self.deal_history)
+            execute_many(conn, insert_into(deal_events), self.deal_history)
         if self.recorded:
-            conn.execute(insert(recorded_events), self.recorded)
+            execute_many(conn, insert_into(recorded_events), self.recorded)
         self._write_totals(conn)
         self._write_ledger(conn)
 
@@ -464,7 +464,7 @@ class BatchEffects:
         if conn.dialect.name == "postgresql":
             self._add_totals(conn)
         else:
-            self._read_modify_write_totals(conn)
+            self._upsert_totals_sqlite(conn)
 
     def _add_totals(self, conn: Connection) -> None:
         """Add the batch's deltas to the stored totals in the database (`add_atomically`): a
@@ -480,45 +480,18 @@ class BatchEffects:
                        stored_form=lambda value: +value,
                        emptied=lambda count, amounts: count == 0)
 
-    def _read_modify_write_totals(self, conn: Connection) -> None:
-        """The stored totals read, changed in memory and written back: right where one batch
-        at a time writes (SQLite)."""
-        stored = {
-            (row["dimension"], row["group_key"], row["currency"]): row
-            for row in _rows_where_in(conn, pledge_totals, pledge_totals.c.group_key,
-                                      {key for _, key, _ in self.totals})
-        }
-        inserted, updated, deleted = [], [], []
-        with localcontext() as exact:
-            exact.prec = EXACT_PRECISION
-            exact.traps[Inexact] = True
-            for group, delta in self.totals.items():
-                keyed = dict(zip(TOTALS_KEY, group, strict=True))
-                row = stored.get(group)
-                if row is None:
-                    if delta.count != 0:
-                        inserted.append({**keyed, "pledge_count": delta.count,
-                                         **{c: getattr(delta, c) for c in AMOUNT_COLUMNS}})
-                    continue
-                count = row["pledge_count"] + delta.count
-                if count == 0:
-                    deleted.append({f"k_{name}": value for name, value in keyed.items()})
-                    continue
-                updated.append({
-                    **{f"k_{name}": value for name, value in keyed.items()},
-                    "pledge_count": count,
-                    **{c: row[c] + getattr(delta, c) for c in AMOUNT_COLUMNS},
-                })
-        if inserted:
-            conn.execute(insert(pledge_totals), inserted)
-        if updated:
-            conn.execute(
-                _update_by_key(pledge_totals, TOTALS_KEY, ("pledge_count", *AMOUNT_COLUMNS)),
-                updated,
-            )
-        if deleted:
-            conn.execute(_delete_by_key(pledge_totals, TOTALS_KEY), deleted)
-
+    def _upsert_totals_sqlite(self, conn: Connection) -> None:
+        """The deltas added to the stored totals by one upsert, summed exactly in SQLite by
+        `_sqlite_decimal_sum` (as the Python path always summed them: stored + delta), so
+        nothing is read back; groups whose count fell to 0 are deleted."""
+        rows = [
+            {**dict(zip(TOTALS_KEY, group, strict=True)), "pledge_count": delta.count,
+             **{c: getattr(delta, c) for c in AMOUNT_COLUMNS}}
+            for group, delta in self.totals.items()
+        ]
+        _upsert_sums(conn, pledge_totals, TOTALS_KEY, rows, SQLITE_DECIMAL_SUM,
+                     emptied="pledge_count = 0",
+                     maybe_emptied=[row for row in rows if row["pledge_count"] <= 0])
 
     # The ledger: rows are sums of deltas, so an entry may fall to zero (then it is deleted,
     # as a rebuild would never write it), and amounts are kept in one text per value
@@ -538,7 +511,7 @@ class BatchEffects:
                 add_atomically(conn, table, key, rows, stored_form=_canonical,
                                emptied=lambda count, amounts: count == 0 and not any(amounts))
             else:
-                _read_modify_write_ledger(conn, table, key, rows)
+                _upsert_ledger_sqlite(conn, table, key, rows)
 
 
 def _add_into(sums: dict[Any, list[Any]], key: Any, values: Sequence[Any]) -> None:
@@ -558,49 +531,90 @@ def _ledger_rows(key: Sequence[str], changes: dict[Any, list[Any]]) -> list[dict
     ]
 
 
-def _read_modify_write_ledger(conn: Connection, table: Table, key: Sequence[str],
+def _upsert_ledger_sqlite(conn: Connection, table: Table, key: Sequence[str],
                               rows: list[dict[str, Any]]) -> None:
-    """The stored rows read, changed in memory and written back (SQLite: one writer).
+    """The rows added to the stored ones by one upsert (SQLite: one writer), each sum in
+    the ledger's canonical text (`_sqlite_canonical_sum`); rows summing to nothing are
+    deleted, as a rebuild would never write them."""
+    _upsert_sums(conn, table, key, rows, SQLITE_CANONICAL_SUM,
+                 emptied="pledge_count = 0 AND " + " AND ".join(
+                     f"{c} = '0'" for c in AMOUNT_COLUMNS),
+                 maybe_emptied=rows)
 
-    The rows are found through the primary key's leading columns: per dimension (and
-    period), the days or nodes the rows are at, every group's row there read (SQLite
-    scans the whole table for a list of key tuples)."""
-    *lead, at = key[:-2]  # then group_key, currency
-    wanted = {tuple(row[name] for name in key) for row in rows}
-    places: dict[tuple[Any, ...], set[Any]] = {}
-    for wanted_key in wanted:
-        places.setdefault(wanted_key[:len(lead)], set()).add(wanted_key[len(lead)])
-    stored: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for leading, values in sorted(places.items()):
-        for chunk in _chunks(sorted(values)):
-            for found in conn.execute(select(table).where(
-                    *(table.c[name] == value for name, value in zip(lead, leading, strict=True)),
-                    table.c[at].in_(chunk))):
-                found_key = tuple(found._mapping[name] for name in key)
-                if found_key in wanted:
-                    stored[found_key] = dict(found._mapping)
-    inserted, updated, deleted = [], [], []
+
+# SQL functions of the read model's SQLite connections: exact sums of decimal texts, in the
+# text each path stores (SQLite's own arithmetic is binary floating point).
+SQLITE_DECIMAL_SUM = "dealreg_decimal_sum"
+SQLITE_CANONICAL_SUM = "dealreg_canonical_sum"
+
+
+def _exact_sum(stored: str, added: str) -> Decimal:
     with localcontext() as exact:
         exact.prec = EXACT_PRECISION
         exact.traps[Inexact] = True
-        for row in rows:
-            keyed = {f"k_{name}": row[name] for name in key}
-            old = stored.get(tuple(row[name] for name in key))
-            if old is None:
-                inserted.append(row)
-                continue
-            count = old["pledge_count"] + row["pledge_count"]
-            amounts = {c: _canonical(old[c] + row[c]) for c in AMOUNT_COLUMNS}
-            if count == 0 and not any(amounts.values()):
-                deleted.append(keyed)
-            else:
-                updated.append({**keyed, "pledge_count": count, **amounts})
-    if inserted:
-        conn.execute(insert(table), inserted)
-    if updated:
-        conn.execute(_update_by_key(table, key, ("pledge_count", *AMOUNT_COLUMNS)), updated)
-    if deleted:
-        conn.execute(_delete_by_key(table, key), deleted)
+        return Decimal(stored) + Decimal(added)
+
+
+# A sum that would round gives NULL, which the NOT NULL column refuses: the batch fails as
+# the event's fault and is parked (an error raised here would reach the projector as
+# sqlite3.OperationalError, taken for the database's and retried for ever).
+
+def _sqlite_decimal_sum(stored: str, added: str) -> str | None:
+    try:
+        return str(_exact_sum(stored, added))
+    except Inexact:
+        return None
+
+
+def _sqlite_canonical_sum(stored: str, added: str) -> str | None:
+    try:
+        return str(_canonical(_exact_sum(stored, added)))
+    except Inexact:
+        return None
+
+
+def _with_sqlite_sums(conn: Connection) -> None:
+    """Register the sum functions on `conn`'s SQLite connection, once per connection."""
+    info = conn.connection.info
+    if info.get(SQLITE_DECIMAL_SUM):
+        return
+    driver: Any = conn.connection.driver_connection
+    driver.create_function(SQLITE_DECIMAL_SUM, 2, _sqlite_decimal_sum, deterministic=True)
+    driver.create_function(SQLITE_CANONICAL_SUM, 2, _sqlite_canonical_sum, deterministic=True)
+    info[SQLITE_DECIMAL_SUM] = True
+
+
+def _upsert_sums(conn: Connection, table: Table, key: Sequence[str],
+                 rows: list[dict[str, Any]], summing: str, emptied: str,
+                 maybe_emptied: list[dict[str, Any]]) -> None:
+    """Add `rows` (a count and AMOUNT_COLUMNS per `key`) to `table` on SQLite: one upsert
+    for all of them, then one keyed delete of those of `maybe_emptied` that `emptied`
+    (SQL) says are empty now. Nothing is read: the time grows with the rows written, not
+    with the rows stored at the same places."""
+    if not rows:
+        return
+    _with_sqlite_sums(conn)
+    execute_many(conn, _sqlite_upsert(table, tuple(key), summing), rows)
+    if maybe_emptied:
+        execute_many(conn, _delete_emptied(table, tuple(key), emptied),
+                     [{f"k_{name}": row[name] for name in key} for row in maybe_emptied])
+
+
+@cache
+def _sqlite_upsert(table: Table, key: tuple[str, ...], summing: str) -> Any:
+    inserting = sqlite_insert(table)
+    new = inserting.excluded
+    adding = getattr(func, summing)
+    return inserting.on_conflict_do_update(
+        index_elements=list(key),
+        set_={"pledge_count": table.c.pledge_count + new.pledge_count,
+              **{c: adding(table.c[c], new[c]) for c in AMOUNT_COLUMNS}},
+    )
+
+
+@cache
+def _delete_emptied(table: Table, key: tuple[str, ...], emptied: str) -> Any:
+    return delete_by_key(table, key).where(text(emptied))
 
 
 def add_atomically(
@@ -612,41 +626,64 @@ def add_atomically(
     database (PostgreSQL), so that batches of other partitions adding to the same rows at
     the same time all count.
 
-    One upsert per chunk, rows in key order, so concurrent batches lock shared rows in one
-    order. NUMERIC sums are exact; a sum whose text is not `stored_form`'s (PostgreSQL never
-    writes an exponent, Python does below 1E-6) is rewritten, its row locked already, so
-    every backend and a rebuild store the same text. Rows `emptied` says are empty are
-    deleted. Runs `stored_form` at EXACT_PRECISION with rounding trapped."""
-    inserting = pg_insert(table)
-    new = inserting.excluded
-    upsert = inserting.on_conflict_do_update(
-        index_elements=list(key),
-        set_={
-            "pledge_count": table.c.pledge_count + new.pledge_count,
-            **{c: cast(cast(table.c[c], Numeric) + cast(new[c], Numeric), Text)
-               for c in AMOUNT_COLUMNS},
-        },
-    ).returning(*(table.c[name] for name in key), table.c.pledge_count,
-                *(cast(table.c[c], Text).label(c) for c in AMOUNT_COLUMNS))
+    One upsert of all of them (its rows as arrays), in key order, so concurrent batches lock
+    shared rows in one order. NUMERIC sums are exact; a sum whose text is not
+    `stored_form`'s (PostgreSQL never writes an exponent, Python does below 1E-6) is
+    rewritten, its row locked already, so every backend and a rebuild store the same text.
+    Rows `emptied` says are empty are deleted. Runs `stored_form` at EXACT_PRECISION with
+    rounding trapped."""
+    ordered = sorted(rows, key=lambda row: tuple(row[n] for n in key))
+    # One array per column: the statement's text is the same for any number of rows.
+    arrays = [[row[c] for row in ordered] for c in (*key, "pledge_count")] + \
+        [[str(row[c]) for row in ordered] for c in AMOUNT_COLUMNS]
+    driver: Any = conn.connection.driver_connection
+    adding = _pg_adding(conn, table, tuple(key))
+    with driver.cursor() as cursor, announced(conn, cursor, adding, arrays):
+        cursor.execute(adding, arrays)
+        returned = cursor.fetchall()
+    width = len(key)
     empty, rewritten = [], []
     with localcontext() as exact:
         exact.prec = EXACT_PRECISION
         exact.traps[Inexact] = True
-        for chunk in _chunks(sorted(rows, key=lambda row: tuple(row[n] for n in key))):
-            for row in conn.execute(upsert.values(chunk)):
-                keyed = {f"k_{name}": row._mapping[name] for name in key}
-                amounts = [Decimal(row._mapping[c]) for c in AMOUNT_COLUMNS]
-                if emptied(row.pledge_count, amounts):
-                    empty.append(keyed)
-                    continue
-                texts = {c: str(stored_form(v)) for c, v in zip(AMOUNT_COLUMNS, amounts,
-                                                                 strict=True)}
-                if any(texts[c] != row._mapping[c] for c in AMOUNT_COLUMNS):
-                    rewritten.append({**keyed, **{c: Decimal(t) for c, t in texts.items()}})
+        for found in returned:
+            keyed = {f"k_{name}": value for name, value in zip(key, found, strict=False)}
+            count, stored = found[width], found[width + 1:]
+            amounts = [Decimal(value) for value in stored]
+            if emptied(count, amounts):
+                empty.append(keyed)
+                continue
+            texts = [str(stored_form(value)) for value in amounts]
+            if texts != list(stored):
+                rewritten.append({**keyed, **{c: Decimal(t) for c, t in zip(
+                    AMOUNT_COLUMNS, texts, strict=True)}})
     if rewritten:
         conn.execute(_update_by_key(table, key, AMOUNT_COLUMNS), rewritten)
     if empty:
         conn.execute(_delete_by_key(table, key), empty)
+
+
+def _pg_adding(conn: Connection, table: Table, key: tuple[str, ...]) -> str:
+    """The upsert of `add_atomically` on PostgreSQL, its rows as one array per column."""
+    translate = conn.get_execution_options().get("schema_translate_map") or {}
+    schema = translate.get(table.schema, table.schema)
+    return _pg_adding_sql(table, key, schema, conn.dialect)
+
+
+@cache
+def _pg_adding_sql(table: Table, key: tuple[str, ...], schema: str | None, dialect: Any
+                   ) -> str:
+    quote = dialect.identifier_preparer.quote
+    name = f"{quote(schema)}.{quote(table.name)}" if schema else quote(table.name)
+    columns = [*key, "pledge_count", *AMOUNT_COLUMNS]
+    arrays = ", ".join(f"%s::{table.c[c].type.compile(dialect=dialect)}[]" for c in columns)
+    sums = ", ".join(f"{quote(c)} = CAST(CAST(t.{quote(c)} AS NUMERIC) + "
+                     f"CAST(excluded.{quote(c)} AS NUMERIC) AS TEXT)" for c in AMOUNT_COLUMNS)
+    listed = ", ".join(quote(c) for c in columns)
+    return (f"INSERT INTO {name} AS t ({listed}) SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT ({', '.join(quote(k) for k in key)}) DO UPDATE SET "
+            f"pledge_count = t.pledge_count + excluded.pledge_count, {sums} "
+            f"RETURNING {', '.join('t.' + quote(c) for c in columns)}")
 
 
 def _canonical(value: Decimal) -> Decimal:
@@ -1044,12 +1081,12 @@ class ReadModelProjector:
     ) -> None:
         new = [{"aggregate_id": a, "version": v} for a, v in applied.items() if a not in before]
         if new:
-            conn.execute(insert(applied_versions), new)
+            execute_many(conn, insert_into(applied_versions), new)
         changed = [{"k_aggregate_id": a, "version": v} for a, v in applied.items()
                    if a in before and v != before[a]]
         if changed:
-            conn.execute(
-                _update_by_key(applied_versions, ("aggregate_id",), ("version",)), changed)
+            execute_many(
+                conn, _update_by_key(applied_versions, ("aggregate_id",), ("version",)), changed)
 
 
 def _source_order(entry: SourceEntry) -> tuple[str, int, int]:

@@ -196,10 +196,22 @@ def business_day(moment: datetime) -> date:
 
 
 def pledge_groups(pledge: Mapping[str, Any]) -> tuple[Group, ...]:
-    """The totals groups a counted pledge belongs to, one per dimension."""
+    """The totals groups a counted pledge belongs to, one per dimension (in the order of
+    TotalsDimension)."""
+    # Spelled out rather than looped over the enum: this runs for every pledge change.
     currency = pledge["currency"]
-    return tuple((dimension.value, _group_key(pledge, dimension), currency)
-                 for dimension in TotalsDimension)
+    instrument = pledge["instrument"]
+    return ((_SECTOR, str(pledge["sector"]), currency),
+            (_FIRM, str(pledge["firm_code"]), currency),
+            (_COUNTRY, str(pledge["firm_country"]), currency),
+            (_INSTRUMENT, INSTRUMENT_NOT_STATED if instrument is None else instrument,
+             currency))
+
+
+_SECTOR, _FIRM, _COUNTRY, _INSTRUMENT = (TotalsDimension.SECTOR.value,
+                                         TotalsDimension.FIRM.value,
+                                         TotalsDimension.COUNTRY.value,
+                                         TotalsDimension.INSTRUMENT.value)
 
 
 def instrument_group(instrument: str | None) -> str:

@@ -25,8 +25,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, event
 
 from services.projections.projectors.read_model_projector import hold_projector
 from services.projections.read_model.tables import READ_MODEL_PROJECTOR, create_read_schema
@@ -133,6 +134,14 @@ class SqliteFreshTables(FreshTables):
     def create(self) -> None:
         self._remove_files()
         self.engine = create_sql_engine(f"sqlite:///{self.path}")
+
+        @event.listens_for(self.engine, "connect")
+        def _no_sync(dbapi_connection: Any, _: Any) -> None:
+            # A rebuild that stops for any reason starts again from an empty file, so its
+            # commits need not survive a power cut; the switch's writes go to the live file,
+            # under the live file's settings.
+            dbapi_connection.execute("PRAGMA synchronous=OFF")
+
         create_read_schema(self.engine)
 
     @contextmanager

@@ -469,7 +469,7 @@ def test_a_lost_database_connection_is_retried_not_parked(
 ) -> None:
     # An outage of the read model's database: every attempt to write a pledge loses its
     # connection until it ends. Were that taken for the events' fault, they would be parked.
-    killer = ConnectionKiller(cluster.read_engine, postgres_url, "INSERT INTO rm_pledges")
+    killer = ConnectionKiller(cluster.read_engine, postgres_url, "rm_pledges (")
     consumer = cluster.consumer()
     cluster.start_consumer(consumer)
     cluster.start_relay()

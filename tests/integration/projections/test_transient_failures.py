@@ -47,7 +47,8 @@ def test_a_killed_connection_mid_batch_is_raised_as_transient_and_parks_nothing(
     entries = [SourceEntry.of_log(e) for e in log.envelopes]
     progress = [SourceProgress.of_log(len(entries))]
     projector = ReadModelProjector(read_engine)
-    killer = ConnectionKiller(read_engine, postgres_url, "INSERT INTO rm_pledges", times=1)
+    # The batch's pledges going in (an INSERT or a COPY, by the number of rows).
+    killer = ConnectionKiller(read_engine, postgres_url, "rm_pledges (", times=1)
 
     with pytest.raises(Exception) as lost:
         projector.project(entries, progress)
@@ -71,7 +72,7 @@ def test_the_embedded_feed_rides_out_an_outage_and_parks_nothing(
     projector = ReadModelProjector(read_engine)
     # Every attempt to write a pledge loses its connection, until the outage ends: were
     # that taken for the event's fault, the pledge would be parked.
-    killer = ConnectionKiller(read_engine, postgres_url, "INSERT INTO rm_pledges")
+    killer = ConnectionKiller(read_engine, postgres_url, "rm_pledges (")
     feed = FeedThread(EmbeddedProjectionFeed(store, projector, poll_seconds=0.05))
     try:
         feed.start()  # its first catch-up loses the connection; the follower retries
