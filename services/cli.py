@@ -54,6 +54,25 @@ def _serve(app: Any, args: argparse.Namespace, what: str) -> int:
     return 0
 
 
+def _serve_workers(factory: str, args: argparse.Namespace, what: str) -> int:
+    from services.shared.http_server import serve_workers
+
+    print(f"{what} on http://{args.host}:{args.port}, {args.workers} worker processes "
+          "(docs at /docs)", flush=True)
+    return serve_workers(factory, args.host, args.port, args.workers)
+
+
+def worker_count(text: str) -> int:
+    """`--workers`: an argparse type, a whole number of processes from 1."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number of processes, not {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 process, not {count}")
+    return count
+
+
 def _service_settings(args: argparse.Namespace) -> Settings:
     from services.shared.log_setup import configure_logging
 
@@ -63,9 +82,13 @@ def _service_settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
+    settings = _service_settings(args)
+    if args.workers > 1:
+        # Each worker reads the same DEALREG_* environment (services.worker_apps).
+        return _serve_workers("services.worker_apps:registry_app", args, "Registry write API")
     from services.registry.service import create_registry_app
 
-    return _serve(create_registry_app(_service_settings(args)), args, "Registry write API")
+    return _serve(create_registry_app(settings), args, "Registry write API")
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
@@ -92,9 +115,13 @@ def cmd_relay_republish(args: argparse.Namespace) -> int:
 
 
 def cmd_projections(args: argparse.Namespace) -> int:
+    settings = _service_settings(args)
+    if args.workers > 1:
+        return _serve_workers("services.worker_apps:projections_app", args,
+                              "Projections read API")
     from services.projections.service import create_projection_app
 
-    return _serve(create_projection_app(_service_settings(args)), args, "Projections read API")
+    return _serve(create_projection_app(settings), args, "Projections read API")
 
 
 def _rebuild_feed(args: argparse.Namespace, settings: Settings, live: Any) -> Any:
@@ -267,6 +294,11 @@ def cmd_projections_parked_retry(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from services.embedded.app import create_embedded_app
 
+    if args.workers != 1:
+        print("error: dealreg up is one process (its projection feed runs inside it, beside "
+              "one SQLite writer); for several, run the distributed mode: dealreg registry "
+              "--workers N and dealreg projections --workers N", file=sys.stderr)
+        return 2
     settings = _service_settings(args)
     keys = _key_store(settings)
     if keys.count() == 0:
@@ -746,6 +778,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--data-dir", help="folder for SQLite files (DEALREG_DATA_DIR)")
+    up.add_argument("--workers", type=worker_count, default=1, metavar="1",
+                    help="only 1: the embedded mode is one process; several are the "
+                    "distributed mode's (dealreg registry/projections --workers N)")
     up.set_defaults(run=cmd_up)
 
     for name, run, port, what in (
@@ -758,6 +793,13 @@ def build_parser() -> argparse.ArgumentParser:
                                       "DEALREG_* environment variables (see the README).")
         service.add_argument("--host", default="127.0.0.1")
         service.add_argument("--port", type=int, default=port)
+        if name in ("registry", "projections"):
+            service.add_argument(
+                "--workers", type=worker_count, default=1, metavar="N",
+                help="processes serving the port, each with its own connections"
+                + (" and group committer" if name == "registry" else
+                   " and Kafka consumer in the group") + "; one that dies is started again "
+                "(default 1: this process alone)")
         service.set_defaults(run=run)
         if name == "projections":
             _add_rebuild(service)
@@ -842,21 +884,26 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except DependencyUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - one line for the operator; details in the log
+        message = operator_error(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
-    except LookupError as exc:
+
+
+def operator_error(exc: Exception) -> str | None:
+    """The one line an operator gets for what their set-up lacks (a database, a broker, the
+    signing key), or None for a bug, whose traceback is wanted."""
+    if isinstance(exc, DependencyUnavailable):
+        return str(exc)
+    if isinstance(exc, LookupError):
         from services.registry.audit.signing import SigningKeyMissing
 
-        if not isinstance(exc, SigningKeyMissing):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - one line for the operator; details in the log
-        if type(exc).__module__.startswith(("psycopg", "eventsourcing", "sqlite3")):
-            print(f"error: storage unavailable: {str(exc).splitlines()[0]}", file=sys.stderr)
-            return 2
-        raise
+        return str(exc) if isinstance(exc, SigningKeyMissing) else None
+    if type(exc).__module__.startswith(("psycopg", "eventsourcing", "sqlite3")):
+        return f"storage unavailable: {str(exc).splitlines()[0]}"
+    return None
 
 
 if __name__ == "__main__":

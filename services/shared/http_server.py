@@ -1,5 +1,5 @@
 """How every service is served: uvicorn on httptools, with a bound on request heads and no
-`server` banner."""
+`server` banner; in one process, or in several worker processes on one socket."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import logging
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from services.shared.errors import error_body
 from services.shared.http_basics import MAX_HEADER_BYTES
@@ -64,3 +66,53 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 def serve(app: Any, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_config=None, http=BoundedHeadProtocol,
                 server_header=False)
+
+
+def serve_workers(factory: str, host: str, port: int, workers: int) -> int:
+    """`workers` processes serving one socket, each building its own app by calling
+    `factory` (an import string, `module:function`); uvicorn's supervisor replaces a worker
+    that dies. Returns the exit status: 2 if a worker could not start, else 0."""
+    config = uvicorn.Config(factory, factory=True, host=host, port=port, workers=workers,
+                            log_config=None, http=BoundedHeadProtocol, server_header=False)
+    supervisor = FirstWorkerFirst(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    return 2 if supervisor.failed_to_start() else 0
+
+
+class FirstWorkerFirst(Multiprocess):
+    """uvicorn's supervisor, starting one worker alone until it serves, then the others.
+
+    The first worker creates the schemas (tables, indexes) the others then find: workers
+    creating them at once make PostgreSQL refuse all but one (duplicate type or relation).
+    And a worker that cannot start (database unreachable, signing key missing) stops the
+    service before any other has tried."""
+
+    first_died_starting = False
+
+    def init_processes(self) -> None:
+        first = Process(self.config, self.sockets)
+        first.start()
+        self.processes.append(first)
+        # Signals wait in a queue until the supervisor's loop handles them: handled here
+        # too, so Ctrl-C during a long start-up is not ignored.
+        while not self.should_exit.is_set():
+            self.handle_signals()
+            if not first.process.is_alive():
+                first.join()
+                self.first_died_starting = True
+                self.should_exit.set()
+                return
+            if first.is_ready(timeout=0.5):
+                break
+        if self.should_exit.is_set():
+            return
+        for _ in range(self.processes_num - 1):
+            process = Process(self.config, self.sockets)
+            process.start()
+            self.processes.append(process)
+
+    def failed_to_start(self) -> bool:
+        """Whether a worker ended before it served (the first, or one the supervisor
+        started again and that failed, which stops every worker)."""
+        return self.first_died_starting or any(
+            process.exitcode == STARTUP_FAILURE for process in self.processes)

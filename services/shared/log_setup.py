@@ -14,6 +14,8 @@ class JsonLines(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            # Which process wrote it: services run as several workers (`--workers N`).
+            "pid": record.process,
             "msg": record.getMessage(),
         }
         entry.update(getattr(record, "fields", {}))
