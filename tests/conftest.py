@@ -7,6 +7,7 @@ engine exists and no local server does, testcontainers starts one.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,17 @@ ADMIN_URL = os.environ.get("DEALREG_TEST_POSTGRES", "postgresql://postgres@127.0
 # Tests of creating the key on first start (embedded mode) remove it (monkeypatch.delenv).
 os.environ.setdefault("DEALREG_SIGNING_KEY",
                       base64.b64encode(Ed25519PrivateKey.generate().private_bytes_raw()).decode())
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs a service command in this process (`main(["projections"])`) sets up
+    the service's logging on the root logger; the tests after it get pytest's back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def _local_postgres_answers() -> bool:
