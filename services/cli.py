@@ -41,15 +41,10 @@ def _key_store(settings: Settings) -> ApiKeyStore:
 
 
 def _serve(app: Any, args: argparse.Namespace, what: str) -> int:
-    import gc
-
-    from services.shared.http_server import serve
+    from services.shared.http_server import serve, settle_collector
 
     print(f"{what} on http://{args.host}:{args.port} (docs at /docs)", flush=True)
-    # What is loaded by now (modules, the app, its schemas) lives as long as the process:
-    # frozen, full collections stop walking it, which were the slow reads' pauses
-    # (bench/over_time.py: 20-40 ms each at a million events).
-    gc.freeze()
+    settle_collector()
     serve(app, args.host, args.port)
     return 0
 

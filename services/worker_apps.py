@@ -6,7 +6,6 @@ worker it starts, and in each one it starts again."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from uvicorn.config import STARTUP_FAILURE
 
+from services.shared.http_server import settle_collector
 from services.shared.log_setup import configure_logging
 from services.shared.settings import Settings, load_settings
 
@@ -48,7 +48,5 @@ def _worker_app(create: Callable[[Settings], FastAPI]) -> FastAPI:
         # uvicorn's supervisor stops every worker when one exits so, instead of starting
         # it again and again: what failed would fail the same way each time.
         sys.exit(STARTUP_FAILURE)
-    # As `dealreg` does in one process (services.cli._serve): what is loaded by now lives
-    # as long as the worker, and full collections need not walk it.
-    gc.freeze()
+    settle_collector()  # as `dealreg` does in one process (services.cli._serve)
     return app

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from typing import Any
@@ -61,6 +62,17 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             b"content-type: application/json\r\nconnection: close\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         self.transport.close()
+
+
+def settle_collector() -> None:
+    """For a serving process, once its app is built. What is loaded by now (modules, the
+    app, its schemas) lives as long as the process: frozen, full collections stop walking
+    it, which were the slow reads' pauses (bench/over_time.py: 20-40 ms each at a million
+    events). Requests make many short-lived objects that reference counting frees anyway:
+    collecting the young generation every 20,000 allocations instead of 700 took a fifth
+    off the service's CPU per recorded event (bench/append.py c32: 2.8 -> 2.3 ms)."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def serve(app: Any, host: str, port: int) -> None:
