@@ -192,3 +192,40 @@ def test_waiting_requests_share_a_pass_and_each_gets_its_own_answer(tmp_path: Pa
         queue.close()
         service.committer.close()
         store.close()
+
+
+def test_a_request_cancelled_while_queued_is_not_recorded_and_the_queue_goes_on(
+        tmp_path: Path) -> None:
+    """A waiter that goes away (its task cancelled: the client disconnected) before its pass
+    is skipped; answering its cancelled future must not stop the recording thread."""
+    store = open_event_store(Settings(data_dir=tmp_path))
+    service = RecordingService(store)
+    record_firms_and_deal(service)
+    queue = RecordingQueue(service)
+    started, release = threading.Event(), threading.Event()
+    record_commands = service.record_commands
+
+    def held_first_pass(commands: Any) -> Any:
+        if not started.is_set():
+            started.set()
+            release.wait()
+        return record_commands(commands)
+
+    service.record_commands = held_first_pass  # type: ignore[method-assign]
+    try:
+        first = queue.submit([command(pledge_body("p-0", "p-0", low="1", high="2"))])
+        started.wait()
+        gone = queue.submit([command(pledge_body("p-gone", "p-gone", low="1", high="2"))])
+        assert gone.cancel()
+        release.set()
+        assert isinstance(first.result()[0], Receipt)
+        # Without the skip, the recording thread died on the cancelled future and this
+        # request was never answered.
+        (after,) = queue.submit([command(pledge_body("p-1", "p-1", low="1", high="2"))]
+                                ).result(timeout=30)
+        assert isinstance(after, Receipt) and after.aggregate_version == 3
+        assert "p-gone" not in store.repository.get(DEAL_ID).pledges
+    finally:
+        queue.close()
+        service.committer.close()
+        store.close()

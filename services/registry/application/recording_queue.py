@@ -89,6 +89,12 @@ class RecordingQueue:
             self._record([held])
 
     def _record(self, jobs: list[_Job]) -> None:
+        # A request whose waiter went away before its pass (its task cancelled) is not
+        # recorded; once running, a future can no longer be cancelled, so every answer
+        # below can be set.
+        jobs = [job for job in jobs if job.outcomes.set_running_or_notify_cancel()]
+        if not jobs:
+            return
         self.passes += 1
         commands = [command for job in jobs for command in job.commands]
         try:
