@@ -185,31 +185,32 @@ class DealRegistryStore(Application[UUID]):
 
     def stored_aggregates(self, aggregate_ids: Collection[UUID]) -> set[UUID]:
         """Which of these aggregates have a first event stored: one query per 500 ids."""
+        table = self.recorder.events_table_name  # type: ignore[attr-defined]
+        return self._ids_present(table, "originator_id", aggregate_ids, "AND originator_version=1")
+
+    def _ids_present(self, table: str, column: str, ids: Collection[UUID],
+                     condition: str = "") -> set[UUID]:
+        """Which of these ids the table holds in `column` (a uuid: hex text on SQLite, as the
+        library stores them), one query per 500 ids."""
+        if not isinstance(self.recorder, SQLiteApplicationRecorder | PostgresApplicationRecorder):
+            raise TypeError(f"unsupported recorder {type(self.recorder).__name__}")
         recorder: Any = self.recorder
-        table = recorder.events_table_name
-        ids = list(aggregate_ids)
+        sqlite = isinstance(recorder, SQLiteApplicationRecorder)
+        wanted = list(ids)
         found: set[UUID] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            if isinstance(recorder, SQLiteApplicationRecorder):
-                marks = ",".join("?" * len(chunk))
-                with recorder.datastore.transaction(commit=False) as cursor:
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            with recorder.datastore.transaction(commit=False) as cursor:
+                if sqlite:
                     cursor.execute(
-                        f"SELECT originator_id FROM {table} "  # noqa: S608 - names are ours
-                        f"WHERE originator_id IN ({marks}) AND originator_version=1",
-                        [i.hex for i in chunk],
-                    )
+                        f"SELECT {column} FROM {table} "  # noqa: S608 - names are ours
+                        f"WHERE {column} IN ({','.join('?' * len(chunk))}) {condition}",
+                        [i.hex for i in chunk])
                     found.update(UUID(row[0]) for row in cursor.fetchall())
-            elif isinstance(recorder, PostgresApplicationRecorder):
-                with recorder.datastore.transaction(commit=False) as cursor:
-                    cursor.execute(
-                        f"SELECT originator_id FROM {table} "  # noqa: S608 - table name is ours
-                        "WHERE originator_id = ANY(%s) AND originator_version=1",
-                        (chunk,),
-                    )
-                    found.update(row["originator_id"] for row in cursor.fetchall())
-            else:
-                raise TypeError(f"unsupported recorder {type(recorder).__name__}")
+                else:
+                    cursor.execute(f"SELECT {column} AS id FROM {table} "  # noqa: S608 - ours
+                                   f"WHERE {column} = ANY(%s) {condition}", (chunk,))
+                    found.update(row["id"] for row in cursor.fetchall())
         return found
 
     def read_by_aggregate(
@@ -293,22 +294,8 @@ class DealRegistryStore(Application[UUID]):
 
     def stored_receipts(self, receipt_ids: Collection[UUID]) -> set[UUID]:
         """Which of these receipts are stored, beside the log or (written before) in it."""
-        recorder: Any = self.recorder
-        ids = list(receipt_ids)
-        found: set[UUID] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            with recorder.datastore.transaction(commit=False) as cursor:
-                if isinstance(recorder, SQLiteApplicationRecorder):
-                    cursor.execute(f"SELECT receipt_id FROM {RECEIPTS_TABLE} "  # noqa: S608
-                                   f"WHERE receipt_id IN ({','.join('?' * len(chunk))})",
-                                   [i.hex for i in chunk])
-                    found.update(UUID(row[0]) for row in cursor.fetchall())
-                else:
-                    cursor.execute(f"SELECT receipt_id FROM {RECEIPTS_TABLE} "  # noqa: S608
-                                   "WHERE receipt_id = ANY(%s)", (chunk,))
-                    found.update(row["receipt_id"] for row in cursor.fetchall())
-        rest = [i for i in ids if i not in found]
+        found = self._ids_present(RECEIPTS_TABLE, "receipt_id", receipt_ids)
+        rest = [i for i in receipt_ids if i not in found]
         return found | (self.stored_aggregates(rest) if rest else set())
 
     def originators_after(self, after: int) -> list[tuple[int, UUID]]:
