@@ -85,8 +85,6 @@ class RecordingQueue:
                 jobs.append(more)
                 count += len(more.commands)
             self._record(jobs)
-        if held is not None:
-            self._record([held])
 
     def _record(self, jobs: list[_Job]) -> None:
         # A request whose waiter went away before its pass (its task cancelled) is not
