@@ -352,44 +352,53 @@ def extend_tree(
 
     `last_known`, the newest checkpoint as the caller last wrote or read it, spares reading
     it first; if another process has moved on since, the write finds out and starts again
-    from the newest."""
+    from the newest. The first try hashes outside any lock; a writer that lost a race plans
+    its next extension while holding the tree writers' lock, so followers extending in a
+    tight loop can delay it but never starve it."""
     head = store.head_position()
     written: Checkpoint | None = None
-    races = 0
+    contended = False
+    busy = 0
     while True:
-        previous = last_known if last_known is not None else checkpoints.latest()
-        last_known = None
-        tree = Frontier() if previous is None else previous.tree()
-        last_position = 0 if previous is None else previous.last_position
-        if last_position >= head and (reason == "continuous" or written is not None):
-            return written
-        leaves: list[dict[str, Any]] = []
-        nodes: list[dict[str, Any]] = []
-        # Hashing happens before the transaction opens: the lock is held only to write.
-        for event in read_logged_events(store, after=last_position, until=head,
-                                        decode=False):
-            leaf = event.leaf(LEAF_FORMAT)
-            leaves.append({"position": event.position, "leaf_index": tree.size,
-                           "aggregate_id": event.aggregate_id, "version": event.version,
-                           "leaf": leaf.hex()})
-            for level, index, digest in tree.append(leaf):
-                if level >= NODE_LEVEL_FROM:
-                    nodes.append({"level": level, "node_index": index, "hash": digest.hex()})
-            last_position = event.position
-            if len(leaves) >= events_per_transaction:
-                break
-        if not leaves and reason == "continuous":
-            return written
-        recorded = _record(checkpoints, signer, previous, leaves, nodes, tree, last_position,
-                           reason, keep_seconds)
+        try:
+            if contended:
+                with checkpoints.engine.begin() as conn:
+                    _hold_tree_writers(conn)
+                    extension = _plan(store, checkpoints.latest(conn), head, reason,
+                                      written, events_per_transaction)
+                    recorded = None if extension is None else _write(
+                        conn, signer, extension, reason, keep_seconds)
+                if extension is None:
+                    return written
+            else:
+                previous = last_known if last_known is not None else checkpoints.latest()
+                last_known = None
+                extension = _plan(store, previous, head, reason, written,
+                                  events_per_transaction)
+                if extension is None:
+                    return written
+                with checkpoints.engine.begin() as conn:
+                    _hold_tree_writers(conn)
+                    recorded = (_write(conn, signer, extension, reason, keep_seconds)
+                                if _unchanged(checkpoints.latest(conn), previous) else None)
+        except IntegrityError:
+            log.info("another process extended the tree first; starting again from its head")
+            recorded = None
+        except OperationalError as exc:
+            # SQLite: another writer's transaction held the file past the busy timeout;
+            # anything else is a fault.
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            busy += 1
+            if busy > 20:
+                raise
+            log.info("the store is busy with another writer; starting again")
+            recorded = None
         if recorded is None:
-            races += 1
-            if races > 20:
-                raise RuntimeError("could not extend the tree: other processes keep "
-                                   "extending it first")
+            contended = True
             continue
         written = recorded
-        if last_position >= head:
+        if extension.last_position >= head:
             return written
 
 
@@ -403,58 +412,95 @@ def take_checkpoint(
     return taken
 
 
-def _record(
-    checkpoints: CheckpointStore, signer: TreeHeadSigner, previous: Checkpoint | None,
-    leaves: list[dict[str, Any]], nodes: list[dict[str, Any]], tree: Frontier,
-    last_position: int, reason: Reason, keep_seconds: float,
-) -> Checkpoint | None:
-    """Write the leaves, nodes and signed head in one transaction; None if another process
-    changed the newest checkpoint since `previous` was read."""
+@dataclass
+class _Extension:
+    """What one transaction adds to the tree: the leaves and nodes after `previous`."""
+
+    previous: Checkpoint | None
+    tree: Frontier
+    leaves: list[dict[str, Any]]
+    nodes: list[dict[str, Any]]
+    last_position: int
+
+
+def _plan(
+    store: DealRegistryStore, previous: Checkpoint | None, head: int, reason: Reason,
+    written: Checkpoint | None, events_per_transaction: int,
+) -> _Extension | None:
+    """The next extension from `previous` towards `head`; None when there is nothing to
+    record (the tree covers `head`, and a continuous head or this call's own on-demand row
+    already says so)."""
+    tree = Frontier() if previous is None else previous.tree()
+    last_position = 0 if previous is None else previous.last_position
+    if last_position >= head and (reason == "continuous" or written is not None):
+        return None
+    leaves: list[dict[str, Any]] = []
+    nodes: list[dict[str, Any]] = []
+    for event in read_logged_events(store, after=last_position, until=head, decode=False):
+        leaf = event.leaf(LEAF_FORMAT)
+        leaves.append({"position": event.position, "leaf_index": tree.size,
+                       "aggregate_id": event.aggregate_id, "version": event.version,
+                       "leaf": leaf.hex()})
+        for level, index, digest in tree.append(leaf):
+            if level >= NODE_LEVEL_FROM:
+                nodes.append({"level": level, "node_index": index, "hash": digest.hex()})
+        last_position = event.position
+        if len(leaves) >= events_per_transaction:
+            break
+    if not leaves and reason == "continuous":
+        return None
+    return _Extension(previous, tree, leaves, nodes, last_position)
+
+
+def _hold_tree_writers(conn: Connection) -> None:
+    """Take the lock that serialises tree writers across processes, released at commit:
+    PostgreSQL's advisory lock; on SQLite the file's write lock (BEGIN IMMEDIATE waits out
+    the busy timeout for it)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('dealreg_audit'))"))
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _unchanged(latest: Checkpoint | None, previous: Checkpoint | None) -> bool:
+    if latest is None or previous is None:
+        return latest is previous
+    return (latest.id, latest.event_count) == (previous.id, previous.event_count)
+
+
+def _write(
+    conn: Connection, signer: TreeHeadSigner, extension: _Extension, reason: Reason,
+    keep_seconds: float,
+) -> Checkpoint:
+    """Write the extension's leaves, nodes and signed head on `conn`, which holds the tree
+    writers' lock and has seen that the newest checkpoint is still `extension.previous`."""
+    previous, tree = extension.previous, extension.tree
     now = datetime.now(UTC)
-    head = signer.sign(tree.size, int(time.time() * 1000), tree.root(), last_position)
+    head = signer.sign(tree.size, int(time.time() * 1000), tree.root(),
+                       extension.last_position)
     values: dict[str, Any] = {
-        "last_position": last_position, "event_count": tree.size, "root": head.root_hash,
-        "frontier": json.dumps([h.hex() for h in tree.subtree_roots]),
+        "last_position": extension.last_position, "event_count": tree.size,
+        "root": head.root_hash, "frontier": json.dumps([h.hex() for h in tree.subtree_roots]),
         "timestamp_ms": head.timestamp_ms, "key_id": head.key_id,
         "signature": head.signature, "leaf_format": LEAF_FORMAT}
     extend_in_place = (
         reason == "continuous" and previous is not None and previous.reason == "continuous"
         and previous.signature is not None
         and (now - previous.created_at).total_seconds() < keep_seconds)
-    try:
-        with checkpoints.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # Serialises tree writers across processes; released at commit.
-                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('dealreg_audit'))"))
-            latest = checkpoints.latest(conn)
-            if (latest is None) != (previous is None) or (
-                latest is not None and previous is not None
-                and (latest.id, latest.event_count) != (previous.id, previous.event_count)
-            ):
-                return None
-            if leaves:
-                conn.execute(insert(leaf_table), leaves)
-            if nodes:
-                conn.execute(insert(node_table), nodes)
-            if extend_in_place:
-                assert previous is not None
-                conn.execute(update(checkpoint_table).where(
-                    checkpoint_table.c.id == previous.id).values(**values))
-                row = {"id": previous.id, "created_at": previous.created_at,
-                       "reason": previous.reason, **values}
-            else:
-                row = {"created_at": now, "reason": reason, **values}
-                inserted = conn.execute(insert(checkpoint_table).values(**row))
-                row["id"] = inserted.inserted_primary_key[0]  # type: ignore[index]
-    except IntegrityError:
-        log.info("another process extended the tree first; starting again from its head")
-        return None
-    except OperationalError as exc:
-        # SQLite: another writer's transaction holds the file; anything else is a fault.
-        if "locked" not in str(exc) and "busy" not in str(exc):
-            raise
-        log.info("the store is busy with another writer; starting again")
-        return None
+    if extension.leaves:
+        conn.execute(insert(leaf_table), extension.leaves)
+    if extension.nodes:
+        conn.execute(insert(node_table), extension.nodes)
+    if extend_in_place:
+        assert previous is not None
+        conn.execute(update(checkpoint_table).where(
+            checkpoint_table.c.id == previous.id).values(**values))
+        row = {"id": previous.id, "created_at": previous.created_at,
+               "reason": previous.reason, **values}
+    else:
+        row = {"created_at": now, "reason": reason, **values}
+        inserted = conn.execute(insert(checkpoint_table).values(**row))
+        row["id"] = inserted.inserted_primary_key[0]  # type: ignore[index]
     return _checkpoint(row)
 
 

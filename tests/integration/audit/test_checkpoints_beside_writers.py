@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from services.registry.audit.checkpoints import extend_tree, take_checkpoint
+from services.registry.audit.checkpoints import (
+    Checkpoint,
+    CheckpointStore,
+    extend_tree,
+    take_checkpoint,
+)
 from services.shared.settings import Settings
 from tests.integration.audit.test_tamper_evidence import Audited
 from tests.unit.registry.support import pledge_body, record
@@ -70,3 +76,45 @@ def test_checkpoints_beside_writers_on_sqlite(tmp_path: Path) -> None:
 
 def test_checkpoints_beside_writers_on_postgres(tmp_path: Path, postgres_url: str) -> None:
     checkpoints_beside_writers(Settings(data_dir=tmp_path, database_url=postgres_url))
+
+
+class OvertakenEveryTime(CheckpointStore):
+    """The checkpoints as a writer sees them when, every time it has read the newest
+    checkpoint outside a transaction, another replica records an event and extends the tree
+    before the writer can write: each optimistic try loses its race."""
+
+    def __init__(self, audited: Audited) -> None:
+        super().__init__(audited.checkpoints.engine)
+        self.audited = audited
+        self.overtaken = 0
+
+    def latest(self, conn: Any = None) -> Checkpoint | None:
+        newest = super().latest(conn)
+        if conn is None:
+            self.overtaken += 1
+            record(self.audited.service, pledge_body(f"o-{self.overtaken}",
+                                                      f"o-{self.overtaken}", low="5", high="9"))
+            extend_tree(self.audited.store, self.audited.checkpoints, self.audited.signer,
+                        keep_seconds=0)
+        return newest
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_writer_that_keeps_losing_races_still_records_its_head(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    audited = Audited(Settings(data_dir=tmp_path, database_url=url))
+    try:
+        audited.populate(pledges=1)
+        overtaking = OvertakenEveryTime(audited)
+        head = audited.store.head_position()
+        taken = take_checkpoint(audited.store, overtaking, audited.signer)
+        assert taken.reason == "on_demand" and taken.last_position >= head
+        head = audited.store.head_position()
+        extend_tree(audited.store, overtaking, audited.signer, keep_seconds=0)
+        newest = audited.checkpoints.latest()
+        assert newest is not None and newest.last_position >= head
+        assert overtaking.overtaken >= 2
+        assert audited.verify().ok
+    finally:
+        audited.close()
