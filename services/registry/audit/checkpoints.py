@@ -398,7 +398,7 @@ def extend_tree(
             contended = True
             continue
         written = recorded
-        if extension.last_position >= head:
+        if recorded.last_position >= head:
             return written
 
 
