@@ -18,7 +18,7 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import (
     DatetimeAsISO,
     DecimalAsStr,
@@ -39,7 +39,6 @@ from services.registry.adapters.receipt_table import COLUMNS, RECEIPTS_TABLE, re
 from services.registry.domain import deal, firm, meeting, receipt  # noqa: F401
 from services.registry.domain.deal import Pledge
 from services.registry.domain.receipt import IngestionReceipt, IssuedReceipt
-from services.registry.domain.recorded import RecordedEvent
 from services.registry.domain.values import AmountRange, Tranche, UsdConversion
 from services.shared.settings import Settings
 
@@ -137,28 +136,30 @@ class DealRegistryStore(Application[UUID]):
         for transcoding in STATE_TRANSCODINGS:
             transcoder.register(transcoding)
 
-    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
-        # The library decides from the aggregates handed to save(); the write path hands
-        # events, so the decision is taken from each event's version instead.
-        if self.snapshots is None or not self.snapshot_interval:
-            return
-        for event in processing_event.events:
-            if (
-                isinstance(event, RecordedEvent)
-                and event.originator_version % self.snapshot_interval == 0
-            ):
-                self._snapshot(event.originator_id, event.originator_version)
+    def snapshot_if_due(self, aggregate: Any, first_new_version: int) -> None:
+        """Snapshot `aggregate` as the write path holds it, just committed, when its new
+        versions (`first_new_version` to its version) reached a multiple of the interval.
 
-    def _snapshot(self, aggregate_id: UUID, version: int) -> None:
+        Taken from memory: the library's `take_snapshot` loads the aggregate again, the
+        last snapshot and up to an interval of events, which cost more than the events
+        themselves. The write path saves events, not aggregates, so the library's own
+        hook in `save` never snapshots them."""
+        interval = self.snapshot_interval
+        if self.snapshots is None or not interval:
+            return
+        if aggregate.version // interval == (first_new_version - 1) // interval:
+            return
         # The events are committed by now: a snapshot that cannot be written must not turn
         # their save into an error; loads just replay a few more events.
         try:
-            self.take_snapshot(aggregate_id, version)
+            snapshot_class: Any = getattr(type(aggregate), "Snapshot", type(self).snapshot_class)
+            self.snapshots.put([snapshot_class.take(aggregate)])
         except IntegrityError:
-            log.debug("snapshot of %s at %d already taken by another writer", aggregate_id,
-                      version)
+            log.debug("snapshot of %s at %d already taken by another writer", aggregate.id,
+                      aggregate.version)
         except Exception:  # noqa: BLE001 - see above
-            log.exception("could not snapshot %s at version %d", aggregate_id, version)
+            log.exception("could not snapshot %s at version %d", aggregate.id,
+                          aggregate.version)
 
     def log_position_of(self, aggregate_id: UUID, version: int) -> int | None:
         """Position in the log of one stored event, found by the events table's primary key."""

@@ -192,8 +192,9 @@ class RecordingService:
 
     def _record(self, command: RecordPartnerEvent) -> Receipt:
         for _ in range(SAVE_ATTEMPTS):
+            uow = UnitOfWork(self.store)
             try:
-                decision = self._decide(UnitOfWork(self.store), command)
+                decision = self._decide(uow, command)
             except REFUSALS:
                 # A refusal can be stale: an identical request in flight may have recorded this
                 # very event since we looked for its receipt ("pledge ... already exists").
@@ -215,6 +216,8 @@ class RecordingService:
                 self.version_conflicts += 1
                 time.sleep(random.uniform(0, BACKOFF_SECONDS))
                 continue
+            self.store.snapshot_if_due(uow.loaded(decision.aggregate_id),
+                                       decision.aggregate_version)
             return decision.receipt_at(recordings[-1].notification.id)
         raise VersionConflict(str(decision.aggregate_id), command.submission.expected_version,
                               decision.aggregate_version - 1)
@@ -253,8 +256,13 @@ class RecordingService:
         except BaseException:
             self.recent.drop(uow.loaded_ids())
             raise
-        self.recent.keep({d.aggregate_id: uow.loaded(d.aggregate_id) for d in decisions}.values(),
+        first_new_versions: dict[UUID, int] = {}
+        for decision in decisions:
+            first_new_versions.setdefault(decision.aggregate_id, decision.aggregate_version)
+        self.recent.keep([uow.loaded(i) for i in first_new_versions],
                          [r.notification.id for r in recordings])
+        for aggregate_id, first_new_version in first_new_versions.items():
+            self.store.snapshot_if_due(uow.loaded(aggregate_id), first_new_version)
         receipts: dict[int, Receipt] = {}
         end = 0
         for index, outcome in enumerate(outcomes):

@@ -14,12 +14,15 @@ from typing import Any
 import pytest
 
 from services.registry.adapters.event_store import DealRegistryStore, open_event_store
+from contracts.submissions_v1 import Receipt
+from services.registry.application.commands import RecordPartnerEvent
 from services.registry.application.handlers import RecordingService
 from services.registry.domain.deal import Deal
 from services.shared.settings import Settings
 from tests.unit.registry.support import (
     DEAL_ID,
     JP_FIRM,
+    SUBMISSION,
     THIRD_FIRM,
     body,
     chain_is_intact,
@@ -100,6 +103,24 @@ class SnapshotContract:
         events = list(store.events.get(DEAL_ID))
         for snapshot in snapshots:
             assert snapshot.state["restored_hash"] == events[snapshot.originator_version - 1].hash()
+
+    def test_a_pass_whose_events_reach_the_interval_snapshots_the_deal_it_holds(
+        self, service: RecordingService, store: DealRegistryStore, open_store: Any
+    ) -> None:
+        record_firms_and_deal(service)
+        pledges = [pledge_body(f"p-{n}", f"pl-{n}", firm=JP_FIRM, low=f"{n}.5", high="90")
+                   for n in range(INTERVAL + 2)]
+        outcomes = service.record_commands(
+            [RecordPartnerEvent("partner-a", SUBMISSION.validate_python(p)) for p in pledges])
+        assert all(isinstance(outcome, Receipt) for outcome in outcomes)
+        assert store.snapshots is not None
+        # One pass took the deal from version 1 to INTERVAL + 3: one snapshot, at its head.
+        assert [s.originator_version for s in store.snapshots.get(DEAL_ID)] == [INTERVAL + 3]
+        from_snapshot: Deal = open_store().repository.get(DEAL_ID)
+        replayed: Deal = open_store(snapshot_interval=0).repository.get(DEAL_ID)
+        assert "last_event" not in vars(from_snapshot)  # nothing replayed: all from the snapshot
+        assert state(from_snapshot) == state(replayed)
+        assert from_snapshot.last_hash == replayed.last_hash
 
     def test_loading_from_a_snapshot_equals_replaying_every_event(
         self, service: RecordingService, store: DealRegistryStore, open_store: Any

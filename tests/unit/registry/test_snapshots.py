@@ -158,15 +158,24 @@ def test_interval_zero_turns_snapshots_off_and_a_negative_one_is_refused() -> No
         in_memory_store(-1)
 
 
-def test_saving_snapshots_every_interval_from_events_alone() -> None:
+def test_the_write_path_snapshots_what_it_holds_when_its_new_versions_reach_the_interval(
+) -> None:
     store = in_memory_store(interval=3)
     deal = new_deal()
-    for number in range(7):
+    for number in range(4):
         pledge(deal, f"pl-{number}")
-    # As the write path saves: events, not aggregates.
+    # As the write path saves: events, not aggregates; the library's hook snapshots none.
     store.save(*deal.collect_events())
     assert store.snapshots is not None
-    assert [s.originator_version for s in store.snapshots.get(deal.id)] == [3, 6]
+    assert list(store.snapshots.get(deal.id)) == []
+    store.snapshot_if_due(deal, first_new_version=1)  # versions 1..5 reach 3
+    pledge(deal, "pl-late")
+    store.save(*deal.collect_events())
+    store.snapshot_if_due(deal, first_new_version=6)  # 6 alone reaches 6
+    pledge(deal, "pl-later")
+    store.save(*deal.collect_events())
+    store.snapshot_if_due(deal, first_new_version=7)  # 7 reaches no multiple of 3
+    assert [s.originator_version for s in store.snapshots.get(deal.id)] == [5, 6]
     loaded = store.repository.get(deal.id)
     assert same_values_and_types(state(loaded), state(deal))
     assert loaded.last_hash == deal.last_hash
