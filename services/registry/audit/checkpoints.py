@@ -31,6 +31,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     func,
     insert,
     inspect,
@@ -101,6 +102,14 @@ ADDED_COLUMNS = (
     ("dealreg_audit_checkpoints", "signature", "TEXT"),
     ("dealreg_audit_checkpoints", "leaf_format", "INTEGER"),
 )
+# Built once: the tree-head follower runs these many times a second under load, and building
+# a SQLAlchemy statement costs more than executing it.
+NEWEST_CHECKPOINT = select(checkpoint_table).order_by(
+    checkpoint_table.c.event_count.desc(), checkpoint_table.c.id.desc()).limit(1)
+EXTEND_CHECKPOINT = update(checkpoint_table).where(checkpoint_table.c.id == bindparam("row_id"))
+ADD_CHECKPOINT = insert(checkpoint_table)
+ADD_LEAVES = insert(leaf_table)
+ADD_NODES = insert(node_table)
 
 
 def audit_database_url(settings: Settings) -> str:
@@ -231,13 +240,11 @@ class CheckpointStore:
         return [_checkpoint(row) for row in rows], int(total)
 
     def latest(self, conn: Connection | None = None) -> Checkpoint | None:
-        query = select(checkpoint_table).order_by(
-            checkpoint_table.c.event_count.desc(), checkpoint_table.c.id.desc()).limit(1)
         if conn is not None:
-            row = conn.execute(query).first()
+            row = conn.execute(NEWEST_CHECKPOINT).first()
         else:
             with self.engine.connect() as own:
-                row = own.execute(query).first()
+                row = own.execute(NEWEST_CHECKPOINT).first()
         return None if row is None else _checkpoint(row)
 
     def covering(self, position: int) -> Checkpoint | None:
@@ -488,18 +495,17 @@ def _write(
         and previous.signature is not None
         and (now - previous.created_at).total_seconds() < keep_seconds)
     if extension.leaves:
-        conn.execute(insert(leaf_table), extension.leaves)
+        conn.execute(ADD_LEAVES, extension.leaves)
     if extension.nodes:
-        conn.execute(insert(node_table), extension.nodes)
+        conn.execute(ADD_NODES, extension.nodes)
     if extend_in_place:
         assert previous is not None
-        conn.execute(update(checkpoint_table).where(
-            checkpoint_table.c.id == previous.id).values(**values))
+        conn.execute(EXTEND_CHECKPOINT, {"row_id": previous.id, **values})
         row = {"id": previous.id, "created_at": previous.created_at,
                "reason": previous.reason, **values}
     else:
         row = {"created_at": now, "reason": reason, **values}
-        inserted = conn.execute(insert(checkpoint_table).values(**row))
+        inserted = conn.execute(ADD_CHECKPOINT, row)
         row["id"] = inserted.inserted_primary_key[0]  # type: ignore[index]
     return _checkpoint(row)
 
