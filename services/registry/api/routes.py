@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.routing import APIRoute
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, Field, ValidationError
 
@@ -28,9 +29,10 @@ from services.registry.application.recording_queue import Outcome, RecordingQueu
 from services.registry.audit.proofs import tree_sizes_covering
 from services.registry.audit.routes import install_audit_api
 from services.shared.api_keys import ApiKeyStore, Principal
+from services.shared.direct_route import install_direct_route
 from services.shared.errors import ApiError, Error, ErrorBody, error_responses, validation_error
 from services.shared.http_basics import HttpMetrics
-from services.shared.key_auth import Writer
+from services.shared.key_auth import Writer, writer_principal
 
 MAX_BATCH_ITEMS = 1000
 
@@ -251,6 +253,13 @@ def install_write_api(
     app.state.recording_service = service
     app.state.events_recorded = events_recorded
     app.include_router(router)
+
+    async def record_event_directly(request: Request) -> Response:
+        return await record_event(request, await writer_principal(request, None))
+
+    declared = next(r for r in router.routes
+                    if isinstance(r, APIRoute) and r.endpoint is record_event)
+    install_direct_route(app, declared, "POST", record_event_directly)
     install_request_schemas(app, {"Submission": ANY_VERSION_SUBMISSION})
     install_audit_api(app, service.store)
     checkpoints = app.state.audit_checkpoints
