@@ -56,7 +56,7 @@ from services.registry.application.unit_of_work import UnitOfWork
 from services.registry.domain.deal import Deal
 from services.registry.domain.errors import DomainError, InvalidValue, UnknownReference
 from services.registry.domain.firm import Firm
-from services.registry.domain.identities import derived_id, firm_id, receipt_id
+from services.registry.domain.identities import derived_id, firm_id
 from services.registry.domain.meeting import Meeting
 from services.registry.domain.receipt import IssuedReceipt
 from services.registry.domain.recorded import Provenance, RecordedAggregate
@@ -282,13 +282,13 @@ class RecordingService:
         the same event twice."""
         # Which receipts and which aggregates the commands would create exist already: one
         # query for the pass instead of one per command.
-        uow.look_up_receipts({receipt_id(c.principal, c.submission.event_id) for c in commands})
+        uow.look_up_receipts({c.receipt_id for c in commands})
         uow.look_up({i for i in map(_created_id, commands) if i is not None})
         outcomes: list[Receipt | Exception | Decision | int] = []
         decided_at: dict[UUID, int] = {}
         for command in commands:
             submission = command.submission
-            rid = receipt_id(command.principal, submission.event_id)
+            rid = command.receipt_id
             if rid in decided_at:
                 first = outcomes[decided_at[rid]]
                 assert isinstance(first, Decision)
@@ -319,7 +319,7 @@ class RecordingService:
         """The original receipt of a retry, or the new event with its receipt, unsaved."""
         submission = command.submission
         print_ = fingerprint(submission)
-        rid = receipt_id(command.principal, submission.event_id)
+        rid = command.receipt_id
         earlier = self.store.issued_receipt(rid) if uow.receipt_may_exist(rid) else None
         if earlier is not None:
             return self._replay(earlier, submission)
@@ -352,8 +352,7 @@ class RecordingService:
 
     def _replay_if_recorded(self, command: RecordPartnerEvent) -> Receipt | None:
         """The original receipt if this event has been recorded by now, else None."""
-        earlier = self.store.issued_receipt(
-            receipt_id(command.principal, command.submission.event_id))
+        earlier = self.store.issued_receipt(command.receipt_id)
         return None if earlier is None else self._replay(earlier, command.submission)
 
     def _replay(self, receipt: IssuedReceipt, submission: AnySubmission) -> Receipt:

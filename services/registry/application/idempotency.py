@@ -18,8 +18,13 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+# Values JSON encodes as they are: most of a submission's fields, answered first.
+_PLAIN = frozenset({str, int, bool, type(None)})
+
 
 def _canonical(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, Enum):
         return _canonical(value.value)
     if isinstance(value, datetime):

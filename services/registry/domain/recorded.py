@@ -41,8 +41,14 @@ class Provenance:
         }
 
 
+# Values JSON encodes as they are: most of an event's fields, answered before any other test.
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def canonical_value(value: Any) -> Any:
     """Turn an event field into plain JSON that encodes the same way on every machine."""
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):
