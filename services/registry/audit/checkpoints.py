@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -290,6 +290,13 @@ class CheckpointStore:
                                ).first()
         return None if row is None else StoredLeaf(row.position, row.leaf_index,
                                                    row.aggregate_id, row.version, row.leaf)
+
+    def leaf_indexes(self, positions: Collection[int]) -> dict[int, int]:
+        """The leaf index of each of `positions` the tree covers, in one query."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(leaf_table.c.position, leaf_table.c.leaf_index).where(
+                leaf_table.c.position.in_(list(positions)))).all()
+        return {row.position: row.leaf_index for row in rows}
 
     def leaves_by_index(self, start: int, end: int) -> list[bytes]:
         """Leaf hashes with leaf_index in [start, end), in tree order."""

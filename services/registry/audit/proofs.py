@@ -101,12 +101,25 @@ def tree_size_covering(store: DealRegistryStore, checkpoints: CheckpointStore,
 def tree_sizes_covering(store: DealRegistryStore, checkpoints: CheckpointStore,
                         positions: Sequence[int], known_head: tuple[int, int] | None = None
                         ) -> list[int]:
-    """`tree_size_covering` of many positions (a batch's receipts) with one read of the
-    log's positions after the known head, instead of one count each."""
+    """`tree_size_covering` of many positions (a pass's or a batch's receipts) in two reads:
+    the leaves of those the known head covers (the follower may have got there first, and a
+    replay's event is old), and the log's positions after it for the others."""
     if not positions:
         return []
-    if known_head is None or min(positions) <= known_head[1]:
-        return [tree_size_covering(store, checkpoints, p, known_head) for p in positions]
+    if known_head is None:
+        return [tree_size_covering(store, checkpoints, p) for p in positions]
     size, last = known_head
-    held = store.positions_between(last, max(positions))
-    return [size + bisect_right(held, position) for position in positions]
+    covered = [p for p in positions if p <= last]
+    leaf_indexes = checkpoints.leaf_indexes(covered) if covered else {}
+    beyond = [p for p in positions if p > last]
+    held = store.positions_between(last, max(beyond)) if beyond else []
+    sizes = []
+    for position in positions:
+        if position > last:
+            sizes.append(size + bisect_right(held, position))
+            continue
+        index = leaf_indexes.get(position)
+        if index is None:
+            raise LookupError(f"the tree covers position {position} but holds no leaf for it")
+        sizes.append(index + 1)
+    return sizes

@@ -180,3 +180,23 @@ def test_a_batchs_receipts_each_name_their_own_tree_size(auditor: Auditor) -> No
         proof = auditor.get("/v1/audit/proof/inclusion", position=receipt["position"],
                             tree_size=head.tree_size).json()
         assert receipt["tree_size"] == proof["leaf_index"] + 1
+
+
+def test_a_retried_batch_names_the_tree_sizes_of_its_first_answer(auditor: Auditor) -> None:
+    headers = {"Authorization": f"Bearer {auditor.keys[Role.PARTNER]}"}
+    firms = [firm_body(f"retry-{n}", "IN", "recycler") for n in range(6)]
+    first = auditor.client.post("/v1/events/batch", json=firms, headers=headers)
+    assert first.status_code == 200, first.text
+    sizes = [item["receipt"]["tree_size"] for item in first.json()["items"]]
+    auditor.head_covering(max(sizes))  # the follower's head now covers the first answers
+    more = [firm_body(f"retry-late-{n}", "IN", "recycler") for n in range(3)]
+    again = auditor.client.post("/v1/events/batch", json=firms + more, headers=headers)
+    assert again.status_code == 200, again.text
+    receipts = [item["receipt"] for item in again.json()["items"]]
+    assert [r["replayed"] for r in receipts] == [True] * 6 + [False] * 3
+    assert [r["tree_size"] for r in receipts[:6]] == sizes
+    head = auditor.head_covering(max(r["tree_size"] for r in receipts))
+    for receipt in receipts:
+        proof = auditor.get("/v1/audit/proof/inclusion", position=receipt["position"],
+                            tree_size=head.tree_size).json()
+        assert receipt["tree_size"] == proof["leaf_index"] + 1
