@@ -295,6 +295,20 @@ class HttpContract(EmbeddedAppContract):
         assert registry.client.get("/docs").status_code == 200
         assert "dealreg_http_requests" in registry.client.get("/metrics").text
 
+    def test_appended_events_are_counted_once_each_by_type(self, registry: Registry) -> None:
+        def appended() -> dict[str, float]:
+            return {line.split('"')[1]: float(line.split()[-1])
+                    for line in registry.client.get("/metrics").text.splitlines()
+                    if line.startswith("dealreg_events_appended_total{")}
+
+        assert registry.post(firm("count-1", "counted-one")).status_code == 201
+        assert registry.post(firm("count-1", "counted-one")).status_code == 201  # a replay
+        batch = registry.client.post(
+            "/v1/events/batch", json=[firm("count-1", "counted-one"), firm("count-2", "two"),
+                                      firm("count-3", "three")], headers=registry.headers())
+        assert batch.json()["recorded"] == 2
+        assert appended() == {"firm_registered": 3}
+
 
 class TestHttpOnSQLite(HttpContract):
     @pytest.fixture

@@ -124,8 +124,6 @@ async def record_event(request: Request, principal: Writer) -> Response:
         headers.update(deprecation_header())
     if receipt.replayed:
         headers["Idempotent-Replayed"] = "true"
-    else:
-        request.app.state.events_recorded(receipt)
     # The receipt is built and valid: answering with its JSON spares validating it again.
     return Response(receipt.model_dump_json(), 201, headers, media_type="application/json")
 
@@ -162,7 +160,6 @@ async def record_events(request: Request, principal: Writer,
             answers[index] = {"status": 201, "receipt": outcome.model_dump(mode="json")}
             if not outcome.replayed:
                 recorded += 1
-                request.app.state.events_recorded(outcome)
             continue
         error = as_api_error(outcome)
         if not isinstance(error, ApiError):
@@ -228,22 +225,25 @@ def install_write_api(
     on_recorded: Callable[[], object] | None = None,
 ) -> None:
     """Mount the write routes with what they need, and their metrics. `on_recorded` runs after
-    every new event (embedded mode wakes its projection feed)."""
+    every recording pass that recorded a new event (embedded mode wakes its projection
+    feed)."""
     appended = Counter("dealreg_events_appended", "Events recorded", ["type"],
                        registry=metrics.registry)
     Gauge("dealreg_log_head_position", "Last position in the event log",
           registry=metrics.registry).set_function(service.store.head_position)
 
-    def events_recorded(receipt: Receipt) -> None:
-        appended.labels(receipt.type).inc()
-        app.state.tree_head_follower.wake()
-        if on_recorded is not None:
-            on_recorded()
-
-    def with_tree_sizes(outcomes: list[Outcome]) -> list[Outcome]:
-        """Each receipt names the tree size that will cover its event: one read of the log's
-        positions per recording pass."""
+    def after_pass(outcomes: list[Outcome]) -> list[Outcome]:
+        """Once per recording pass, in its thread: count the new events and wake what
+        follows the log (once, not once per request), and name in each receipt the tree
+        size that will cover its event (one read of the log's positions)."""
         receipts = [outcome for outcome in outcomes if isinstance(outcome, Receipt)]
+        new = [receipt for receipt in receipts if not receipt.replayed]
+        for receipt in new:
+            appended.labels(receipt.type).inc()
+        if new:
+            follower.wake()
+            if on_recorded is not None:
+                on_recorded()
         sizes = iter(tree_sizes_covering(service.store, checkpoints,
                                          [r.position for r in receipts], follower.known_head))
         return [outcome.model_copy(update={"tree_size": next(sizes)})
@@ -251,7 +251,6 @@ def install_write_api(
 
     app.state.api_keys = keys
     app.state.recording_service = service
-    app.state.events_recorded = events_recorded
     app.include_router(router)
 
     async def record_event_directly(request: Request) -> Response:
@@ -264,4 +263,4 @@ def install_write_api(
     install_audit_api(app, service.store)
     checkpoints = app.state.audit_checkpoints
     follower = app.state.tree_head_follower
-    app.state.recording_queue = RecordingQueue(service, with_tree_sizes)
+    app.state.recording_queue = RecordingQueue(service, after_pass)
