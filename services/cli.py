@@ -123,7 +123,7 @@ def _rebuild_feed(args: argparse.Namespace, settings: Settings, live: Any) -> An
     """The feed of `--source`; `auto` reads the topic when the live read model is fed
     from Kafka, else the registry's log."""
     from services.projections.read_model.progress import offsets_by_source
-    from services.projections.rebuild.feeds import KafkaFeed, LogFeed
+    from services.projections.rebuild.feeds import KafkaFeed
     from services.projections.service import consumer_config
     from services.registry.adapters.event_store import open_event_store
 
@@ -134,17 +134,12 @@ def _rebuild_feed(args: argparse.Namespace, settings: Settings, live: Any) -> An
         source = "kafka" if settings.kafka_topic in fed_from else "log"
     if source == "kafka":
         return KafkaFeed(consumer_config(settings))
-    from services.embedded.projection_feed import log_entries
+    from services.embedded.projection_feed import log_rebuild_feed
 
     if settings.database_url is None and not (settings.data_dir / "events.db").exists():
         raise DependencyUnavailable(f"no event store in {settings.data_dir} (events.db)")
     store = open_event_store(settings)
-
-    def read_page(after: int, until: int, limit: int) -> tuple[list[Any], int | None]:
-        page = [n for n in store.read_log(after=after, limit=limit) if n.id <= until]
-        return log_entries(page, store), (page[-1].id if page else None)
-
-    return LogFeed(read_page, store.close, page_size=args.page_size)
+    return log_rebuild_feed(store, page_size=args.page_size, close=store.close)
 
 
 def cmd_projections_rebuild(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TextIO
 from eventsourcing.persistence import Notification
 
 from contracts.events_v1 import EventEnvelope
+from services.projections.projectors.collection_pause import collection_paused
 from services.projections.projectors.failures import is_transient
 from services.projections.projectors.parking import ParkedEvent, SourceEntry, Unreadable
 from services.projections.projectors.read_model_projector import ReadModelProjector
@@ -49,9 +50,10 @@ MAX_BACKOFF_SECONDS = 5.0
 def log_entries(notifications: list[Notification], store: DealRegistryStore
                 ) -> list[SourceEntry]:
     """The log's entries as the projector takes them: envelopes, or what could not be
-    translated (parked against its aggregate, so the aggregate's later events wait)."""
+    translated (parked against its aggregate, so the aggregate's later events wait). Hashes
+    are the chain's where the page holds the event's successor (`translated`)."""
     entries = []
-    for item in translated(notifications, store.mapper):
+    for item in translated(notifications, store.mapper, chained_hashes=True):
         if isinstance(item, EventEnvelope):
             entries.append(SourceEntry.of_log(item))
             continue
@@ -242,12 +244,14 @@ class EmbeddedProjectionFeed:
         if self._read_to is None:
             self._read_to = self.projector.resume_offsets(LOG_SOURCE).get(0, 0)
         while True:
-            notifications = list(self.store.read_log(after=self._read_to, limit=self.page_size))
-            if not notifications:
-                return self._read_to
-            read_to = notifications[-1].id
-            self.projector.project(log_entries(notifications, self.store),
-                                   [SourceProgress.of_log(read_to)])
+            with collection_paused():  # the page's translation too (`collection_pause`)
+                notifications = list(self.store.read_log(after=self._read_to,
+                                                         limit=self.page_size))
+                if not notifications:
+                    return self._read_to
+                read_to = notifications[-1].id
+                self.projector.project(log_entries(notifications, self.store),
+                                       [SourceProgress.of_log(read_to)])
             self._read_to = read_to
 
     def catch_up_at_start(self) -> None:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 
 from contracts.events_v2 import EventEnvelope  # either schema version (v1 ones are on the topic)
 from contracts.stream_v1 import StreamStamp
@@ -152,8 +152,12 @@ def park(conn: Connection, projector: str, entry: SourceEntry, state: ParkedStat
 
 
 def any_parked(conn: Connection, projector: str) -> bool:
-    return conn.execute(select(parked_events.c.id).where(
-        parked_events.c.projector == projector).limit(1)).first() is not None
+    return conn.execute(_ANY_PARKED, {"projector": projector}).first() is not None
+
+
+# Built once: every batch asks.
+_ANY_PARKED = select(parked_events.c.id) \
+    .where(parked_events.c.projector == bindparam("projector")).limit(1)
 
 
 def parked_versions(conn: Connection, projector: str, aggregate_ids: Iterable[UUID]

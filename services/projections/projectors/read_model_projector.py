@@ -30,7 +30,15 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import Decimal, Inexact, localcontext
+from decimal import (
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
 from functools import cache
 from typing import Any
 from uuid import UUID
@@ -41,6 +49,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
+    bindparam,
     func,
     select,
     text,
@@ -56,7 +65,8 @@ from contracts.events_v1 import (
     MeetingHeld,
     Payload,
 )
-from contracts.events_v2 import EventEnvelope, latest_payload
+from contracts.events_v2 import EventEnvelope
+from services.projections.projectors.collection_pause import collection_paused
 from services.projections.projectors.failures import describe, is_transient
 from services.projections.projectors.parking import (
     ParkedEvent,
@@ -181,12 +191,17 @@ def partition_lock_key(conn: Connection, projector: str, source: str, partition:
 def _claim_lock_row(conn: Connection, projector: str) -> None:
     # The first write of a SQLite transaction takes the database's write lock (held until
     # the transaction ends), so what the batch reads stays true until it commits.
-    claim = update(projector_lock).where(projector_lock.c.name == projector) \
-        .values(name=projector)
-    if conn.execute(claim).rowcount == 0:
+    named = {"projector": projector}
+    if conn.execute(_CLAIM_LOCK_ROW, named).rowcount == 0:
         conn.execute(dialect_insert(conn, projector_lock).values(name=projector)
                      .on_conflict_do_nothing())
-        conn.execute(claim)
+        conn.execute(_CLAIM_LOCK_ROW, named)
+
+
+# Built once: every batch on SQLite claims the row.
+_CLAIM_LOCK_ROW = update(projector_lock) \
+    .where(projector_lock.c.name == bindparam("projector")) \
+    .values(name=bindparam("projector"))
 
 
 def lock_batch(conn: Connection, projector: str, partitions: Iterable[tuple[str, int]]
@@ -241,12 +256,12 @@ def _rows_where_in(conn: Connection, table: Table, column: Column[Any], keys: It
     return found
 
 
-def pledges_needed(fresh: Sequence[tuple[EventEnvelope, Payload]]
+def pledges_needed(fresh: Sequence[tuple[EventEnvelope, HistoryEvent, Payload]]
                    ) -> dict[UUID, set[str] | None]:
     """By stored deal the batch's events touch, the pledge ids they name; None where one
     cancels the deal, which changes all its pledges."""
     needed: dict[UUID, set[str] | None] = {}
-    for envelope, payload in fresh:
+    for envelope, _, payload in fresh:
         if envelope.type not in DEAL_EVENTS or envelope.type == EventType.DEAL_PROPOSED:
             continue
         deal_id = envelope.aggregate_id
@@ -278,6 +293,14 @@ def _delete_by_key(table: Table, key: Sequence[str]) -> Any:
 def _with_key(row: dict[str, Any], key: Sequence[str], columns: Sequence[str]
               ) -> dict[str, Any]:
     return {**{f"k_{name}": row[name] for name in key}, **{name: row[name] for name in columns}}
+
+
+# Built once: building a statement per batch cost more than running it, in a small batch.
+_PLEDGES_BY_KEY = select(pledges).where(tuple_(pledges.c.deal_id, pledges.c.pledge_id)
+                                        .in_(bindparam("keys", expanding=True)))
+_LAST_OCCURRED = select(deal_events.c.deal_id, func.max(deal_events.c.occurred_at)) \
+    .where(deal_events.c.deal_id.in_(bindparam("keys", expanding=True))) \
+    .group_by(deal_events.c.deal_id)
 
 
 @dataclass
@@ -332,15 +355,13 @@ class BatchEffects:
                  for pledge_id in needed[d] or ()]
         found = _rows_where_in(conn, pledges, pledges.c.deal_id, every)
         for chunk in _chunks(named):
-            found.extend(dict(row._mapping) for row in conn.execute(select(pledges).where(
-                tuple_(pledges.c.deal_id, pledges.c.pledge_id).in_(chunk))))
+            found.extend(dict(row._mapping) for row in conn.execute(
+                _PLEDGES_BY_KEY, {"keys": chunk}))
         for row in found:
             self.deals[row["deal_id"]].pledges[row["pledge_id"]] = row
             self.stored_pledges.add((row["deal_id"], row["pledge_id"]))
         for chunk in _chunks(self.stored_deals):
-            for deal_id, latest in conn.execute(
-                    select(deal_events.c.deal_id, func.max(deal_events.c.occurred_at))
-                    .where(deal_events.c.deal_id.in_(chunk)).group_by(deal_events.c.deal_id)):
+            for deal_id, latest in conn.execute(_LAST_OCCURRED, {"keys": chunk}):
                 self.last_days[deal_id] = business_day(_aware(latest))
 
     def decide_ledger(self, conn: Connection) -> None:
@@ -548,11 +569,14 @@ SQLITE_DECIMAL_SUM = "dealreg_decimal_sum"
 SQLITE_CANONICAL_SUM = "dealreg_canonical_sum"
 
 
+# Sums that round raise Inexact; one context for every call of the SQL functions below,
+# rather than a local context entered per row.
+_EXACT = Context(prec=EXACT_PRECISION,
+                 traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
+
+
 def _exact_sum(stored: str, added: str) -> Decimal:
-    with localcontext() as exact:
-        exact.prec = EXACT_PRECISION
-        exact.traps[Inexact] = True
-        return Decimal(stored) + Decimal(added)
+    return _EXACT.add(Decimal(stored), Decimal(added))
 
 
 # A sum that would round gives NULL, which the NOT NULL column refuses: the batch fails as
@@ -693,19 +717,22 @@ def _canonical(value: Decimal) -> Decimal:
 
 
 
-Handler = Callable[[BatchEffects, EventEnvelope, Any], None]
+# The envelope, its event with the payload in the newest schema version, and that typed.
+Handler = Callable[[BatchEffects, EventEnvelope, HistoryEvent, Any], None]
 
 
 # Firms and meetings
 
-def _firm_registered(batch: BatchEffects, e: EventEnvelope, p: FirmRegistered) -> None:
+def _firm_registered(batch: BatchEffects, e: EventEnvelope, _: HistoryEvent,
+                     p: FirmRegistered) -> None:
     batch.new_firms.append(dict(
         firm_id=e.aggregate_id, code=p.code, name=p.name, country=p.country, kind=p.kind,
         registered_at=e.occurred_at, position=e.position,
     ))
 
 
-def _meeting_held(batch: BatchEffects, e: EventEnvelope, p: MeetingHeld) -> None:
+def _meeting_held(batch: BatchEffects, e: EventEnvelope, _: HistoryEvent,
+                  p: MeetingHeld) -> None:
     batch.new_meetings.append(dict(
         meeting_id=e.aggregate_id, title=p.title, location=p.location,
         closed_door=p.closed_door, attendees=list(p.attendees),
@@ -717,8 +744,8 @@ def _meeting_held(batch: BatchEffects, e: EventEnvelope, p: MeetingHeld) -> None
 
 # Deals: the rules are deal_history's, shared with past views
 
-def _deal_event(batch: BatchEffects, e: EventEnvelope, p: Payload) -> None:
-    event = HistoryEvent.of_envelope(e)
+def _deal_event(batch: BatchEffects, e: EventEnvelope, event: HistoryEvent, p: Payload
+                ) -> None:
     refusal = apply_deal_event(batch.deals, event, p, batch)
     if refusal is not None:
         raise ProjectionError(f"event at position {e.position} ({e.type.value}) {refusal}")
@@ -813,7 +840,8 @@ class ReadModelProjector:
         if progress is None:
             progress = [SourceProgress.of_log(max(e.position for e in envelopes))] \
                 if envelopes else []
-        outcome = self._commit([SourceEntry.of_log(e) for e in envelopes], progress)
+        with collection_paused():
+            outcome = self._commit([SourceEntry.of_log(e) for e in envelopes], progress)
         self._log_parked(outcome.parked)
         return outcome.position
 
@@ -827,7 +855,8 @@ class ReadModelProjector:
         the single entries that fail alone: those are parked with their reason. Transient
         failures are raised (nothing of the failed transaction stays; retry the batch)."""
         outcome = _Outcome()
-        self._project(sorted(entries, key=_source_order), progress, outcome)
+        with collection_paused():
+            self._project(sorted(entries, key=_source_order), progress, outcome)
         return Projected(outcome.position, outcome.applied, tuple(outcome.parked))
 
     def _project(self, entries: Sequence[SourceEntry], progress: Sequence[SourceProgress],
@@ -1010,7 +1039,7 @@ class ReadModelProjector:
             if aggregate_ids and any_parked(conn, self.name) else {}
         if releasing is not None:
             blocked.pop(releasing, None)  # a retry applies the first of them
-        fresh: list[tuple[EventEnvelope, Payload]] = []
+        fresh: list[tuple[EventEnvelope, HistoryEvent, Payload]] = []
         for entry in sorted(entries, key=_source_order):
             aggregate, version = entry.aggregate_id, entry.aggregate_version
             if version is not None and aggregate is not None \
@@ -1032,9 +1061,9 @@ class ReadModelProjector:
                         "waits behind an earlier parked event of its aggregate"))
                     blocked[aggregate].add(version)
                 continue
-            # Any schema version, read in the newest (a v1 pledge payload upcast).
-            fresh.append((envelope, latest_payload(envelope.type, envelope.schema_version,
-                                                   envelope.payload)))
+            # Any schema version, read in the newest (a v1 pledge payload upcast), once for
+            # the rules, the history row and the typed payload.
+            fresh.append((envelope, *typed(HistoryEvent.of_envelope(envelope))))
             applied[aggregate] = envelope.aggregate_version
         batch = BatchEffects()
         batch.load(conn, pledges_needed(fresh))
@@ -1042,8 +1071,8 @@ class ReadModelProjector:
             # Sums of stored amounts never round: a rounding would be an error, not a total.
             exact.prec = EXACT_PRECISION
             exact.traps[Inexact] = True
-            for envelope, payload in fresh:
-                HANDLERS[envelope.type](batch, envelope, payload)
+            for envelope, event, payload in fresh:
+                HANDLERS[envelope.type](batch, envelope, event, payload)
                 batch.recorded.append({
                     "position": envelope.position, "event_id": envelope.event_id,
                     "type": envelope.type.value, "aggregate_id": envelope.aggregate_id,

@@ -9,13 +9,25 @@ bind processors SQLAlchemy would apply, so what is stored is the same to the byt
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Column, Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Table,
+    Uuid,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.sql.compiler import SQLCompiler
+
+from services.projections.read_model.tables import UtcDateTime
 
 
 @cache
@@ -51,17 +63,79 @@ def rows_in(table: Table, column: Column[Any]) -> Any:
     return select(table).where(column.in_(bindparam("keys", expanding=True)))
 
 
+# Values whose bind processing is pure and whose type's equal values convert equally: their
+# processed form is kept per dialect and type, so a time or id that a batch writes into
+# several rows (an event's time in its history row, its record, its pledge, its deal) is
+# converted once. Bounded: a long rebuild never holds more than this many of each.
+MEMO_LIMIT = 50_000
+_MEMO_TYPES: tuple[type, ...] = (UtcDateTime, Uuid)
+_memos: dict[tuple[str, type], dict[Any, Any]] = {}
+
+
+def _remembering(process: Any, memo: dict[Any, Any]) -> Any:
+    def converted(value: Any) -> Any:
+        if len(memo) >= MEMO_LIMIT:
+            memo.clear()
+        found = memo[value] = process(value)
+        return found
+
+    return converted
+
+
+RowsConverter = Callable[[Sequence[dict[str, Any]]], list[Any]]
+
+
 class _Compiled:
     """A statement compiled for one dialect and schema map, with the driver's SQL and the
     bind processor of each positional parameter."""
 
-    def __init__(self, statement: Any, compiled: SQLCompiler) -> None:
+    def __init__(self, statement: Any, compiled: SQLCompiler, dialect: Any) -> None:
         self.statement = statement  # kept alive, so its id is never another's
         self.sql = compiled.string
+        self.dialect_name = dialect.name
         self.processors: dict[str, Any] = dict(compiled._bind_processors)
-        names = compiled.positiontup or []  # the order of a positional driver's parameters
-        self.binds: list[tuple[str, Any]] = [(name, self.processors.get(name))
-                                             for name in names]
+        self.types = {name: bind.type for name, bind in compiled.binds.items()}
+        self.names = tuple(compiled.positiontup or [])  # a positional driver's order
+        self._converters: dict[tuple[str, ...], RowsConverter] = {}
+
+    def values_of(self, rows: Sequence[dict[str, Any]], names: Sequence[str] | None = None
+                  ) -> list[Any]:
+        """Each row's values in the order of `names` (default: the statement's parameters),
+        processed as SQLAlchemy would bind them."""
+        names = self.names if names is None else tuple(names)
+        convert = self._converters.get(names)
+        if convert is None:
+            convert = self._converters[names] = self._converter(names)
+        return convert(rows)
+
+    def _converter(self, names: tuple[str, ...]) -> RowsConverter:
+        """One function that turns rows into value tuples with no loop per column: a batch
+        sends tens of thousands of rows, and a loop over columns in each cost more than the
+        database's work on them."""
+        scope: dict[str, Any] = {}
+        values = []
+        for at, name in enumerate(names):
+            process = self.processors.get(name)
+            value = f"row[{name!r}]"
+            if process is None:
+                values.append(value)
+                continue
+            scope[f"process_{at}"] = process
+            type_ = self.types.get(name)
+            if isinstance(type_, _MEMO_TYPES):
+                memo = _memos.setdefault((self.dialect_name, type(type_)), {})
+                scope[f"memo_{at}"] = memo
+                scope[f"process_{at}"] = _remembering(process, memo)
+                values.append(f"(memo_{at}[v] if (v := {value}) in memo_{at} "
+                              f"else process_{at}(v))")
+            else:
+                values.append(f"process_{at}({value})")
+        source = (f"def convert(rows):\n"
+                  f"    return [({', '.join(values)}{',' if len(values) == 1 else ''}) "
+                  f"for row in rows]\n")
+        exec(source, scope)  # noqa: S102 - names and processors only, from the statement
+        converter: RowsConverter = scope["convert"]
+        return converter
 
 
 _compiled: dict[tuple[Any, ...], _Compiled] = {}
@@ -76,7 +150,7 @@ def _compile(conn: Connection, statement: Any, column_keys: tuple[str, ...]) -> 
         compiled = statement.compile(
             dialect=conn.dialect, column_keys=list(column_keys),
             schema_translate_map=translate or None, render_schema_translate=bool(translate))
-        found = _compiled[cache_key] = _Compiled(statement, compiled)
+        found = _compiled[cache_key] = _Compiled(statement, compiled, conn.dialect)
     return found
 
 
@@ -93,12 +167,7 @@ def execute_many(conn: Connection, statement: Any, rows: Sequence[dict[str, Any]
         conn.execute(statement, list(rows))
         return
     compiled = _compile(conn, statement, tuple(rows[0]))
-    binds = compiled.binds
-    converted = [
-        tuple([row[name] if process is None else process(row[name])
-               for name, process in binds])
-        for row in rows
-    ]
+    converted = compiled.values_of(rows)
     driver: Any = conn.connection.driver_connection
     cursor = driver.cursor()
     try:
@@ -122,7 +191,6 @@ def _copy(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> Non
     """The rows into `table` by COPY (PostgreSQL), each value as SQLAlchemy would bind it."""
     names = tuple(rows[0])
     compiled = _compile(conn, insert_into(table), names)
-    binds = [(name, compiled.processors.get(name)) for name in names]
     translate = conn.get_execution_options().get("schema_translate_map") or {}
     schema = translate.get(table.schema, table.schema)
     quote = conn.dialect.identifier_preparer.quote
@@ -131,6 +199,5 @@ def _copy(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> Non
     driver: Any = conn.connection.driver_connection
     with driver.cursor() as cursor, announced(conn, cursor, sql, rows), \
             cursor.copy(sql) as copy:
-        for row in rows:
-            copy.write_row([row[name] if process is None else process(row[name])
-                            for name, process in binds])
+        for values in compiled.values_of(rows, names):
+            copy.write_row(values)

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
 from contracts.stream_v1 import FIRST_EPOCH, StreamStamp
 from services.projections.read_model.tables import READ_MODEL_PROJECTOR, source_progress
@@ -90,11 +90,13 @@ class SourceProgress:
 def read_position(conn: Connection, projector: str) -> int:
     """The log position the read model reflects: the lowest complete position over every
     known source partition, 0 before any."""
-    lowest = conn.execute(
-        select(func.min(source_progress.c.position))
-        .where(source_progress.c.projector == projector)
-    ).scalar()
+    lowest = conn.execute(_LOWEST_POSITION, {"projector": projector}).scalar()
     return int(lowest or 0)
+
+
+# Built once: every batch asks (building the statement cost more than running it).
+_LOWEST_POSITION = select(func.min(source_progress.c.position)) \
+    .where(source_progress.c.projector == bindparam("projector"))
 
 
 def stored_offsets(engine: Engine, projector: str, source: str) -> dict[int, int]:

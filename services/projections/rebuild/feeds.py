@@ -23,6 +23,7 @@ from services.projections.consumer.kafka_consumer import (
     ConsumerConfig,
     ProjectionConsumer,
 )
+from services.projections.projectors.collection_pause import collection_paused
 from services.projections.projectors.parking import SourceEntry
 from services.projections.projectors.read_model_projector import ReadModelProjector
 from services.projections.read_model.progress import (
@@ -112,23 +113,29 @@ class LogFeed:
                     progress: RebuildProgress) -> None:
         until = target.get(0, 0)
         while self._read_to < until:
-            batch: list[SourceEntry] = []
-            read_to = self._read_to
-            while read_to < until and len(batch) < self.batch_entries:
-                entries, last = self.read_page(read_to, until, self.page_size)
-                if last is None:
-                    break
-                batch.extend(entries)
-                read_to = last
-            if read_to == self._read_to:
-                raise RebuildFailed(
-                    f"the log ends at position {self._read_to}, before the live read model's "
-                    f"{until}: is this the registry that feeds it?")
-            # As the live feed does: what it could not apply, the rebuild parks too.
-            projector.project(batch, [SourceProgress.of_log(read_to)])
+            with collection_paused():  # the batch's translation too, not only its projection
+                read_to = self._apply_batch(projector, until)
             progress.advance(read_to - self._read_to)
-            self.applied += len(batch)
             self._read_to = read_to
+
+    def _apply_batch(self, projector: ReadModelProjector, until: int) -> int:
+        """Read pages up to `batch_entries` and apply them; the position read to."""
+        batch: list[SourceEntry] = []
+        read_to = self._read_to
+        while read_to < until and len(batch) < self.batch_entries:
+            entries, last = self.read_page(read_to, until, self.page_size)
+            if last is None:
+                break
+            batch.extend(entries)
+            read_to = last
+        if read_to == self._read_to:
+            raise RebuildFailed(
+                f"the log ends at position {self._read_to}, before the live read model's "
+                f"{until}: is this the registry that feeds it?")
+        # As the live feed does: what it could not apply, the rebuild parks too.
+        projector.project(batch, [SourceProgress.of_log(read_to)])
+        self.applied += len(batch)
+        return read_to
 
     def close(self) -> None:
         self._close()

@@ -98,8 +98,13 @@ TRANSLATIONS: dict[type[RecordedEvent], tuple[EventType, PayloadOf]] = {
 }
 
 
-def to_envelope(event: Any, position: int) -> EventEnvelope | None:
-    """The contract form of a domain event, or None for events that stay inside the registry."""
+def to_envelope(event: Any, position: int, chained_hash: str | None = None
+                ) -> EventEnvelope | None:
+    """The contract form of a domain event, or None for events that stay inside the registry.
+
+    `chained_hash`: the event's hash as its successor in the aggregate names it (its
+    `previous_hash`), which is what the hash recomputed from the event gives while the log is
+    untouched; recomputing it costs more than the rest of the translation."""
     translation = TRANSLATIONS.get(type(event))
     if translation is None:
         return None
@@ -115,7 +120,7 @@ def to_envelope(event: Any, position: int) -> EventEnvelope | None:
         recorded_at=event.timestamp,
         recorded_by=event.recorded_by,
         previous_hash=event.previous_hash,
-        hash=event.hash(),
+        hash=event.hash() if chained_hash is None else chained_hash,
         payload=canonical_value(payload_of(event)),
     )
 
@@ -143,12 +148,17 @@ class Untranslatable:
         )
 
 
-def _envelope_of(notification: Notification, mapper: Mapper[Any]) -> EventEnvelope | None:
+def _event_of(notification: Notification, mapper: Mapper[Any]) -> Any | None:
     # A receipt in a log written before receipts were kept beside it: its class, resolved
     # from the topic as the mapper would, says it stays inside, so its state is never decoded.
     if resolve_topic(notification.topic) not in TRANSLATIONS:
         return None
-    return to_envelope(mapper.to_domain_event(notification), notification.id)
+    return mapper.to_domain_event(notification)
+
+
+def _envelope_of(notification: Notification, mapper: Mapper[Any]) -> EventEnvelope | None:
+    event = _event_of(notification, mapper)
+    return None if event is None else to_envelope(event, notification.id)
 
 
 def envelopes_from(notifications: list[Notification], mapper: Mapper[Any]) -> list[EventEnvelope]:
@@ -162,15 +172,39 @@ def envelopes_from(notifications: list[Notification], mapper: Mapper[Any]) -> li
     return envelopes
 
 
-def translated(notifications: list[Notification], mapper: Mapper[Any]
-               ) -> list[EventEnvelope | Untranslatable]:
+def translated(notifications: list[Notification], mapper: Mapper[Any],
+               chained_hashes: bool = False) -> list[EventEnvelope | Untranslatable]:
     """Like `envelopes_from`, but an event that cannot be translated is reported in its
-    place as `Untranslatable` instead of raising."""
-    items: list[EventEnvelope | Untranslatable] = []
+    place as `Untranslatable` instead of raising.
+
+    With `chained_hashes`, an event whose successor in its aggregate is among the
+    notifications takes its hash from that successor's `previous_hash` (`to_envelope`):
+    the hash the chain recorded, not one recomputed from the event as it is stored now. For
+    the read model, whose chain check compares the two (`chain_check`); the relay publishes
+    recomputed hashes."""
+    decoded: list[tuple[Notification, Any]] = []
     for notification in notifications:
         try:
-            envelope = _envelope_of(notification, mapper)
+            decoded.append((notification, _event_of(notification, mapper)))
         except Exception as exc:  # noqa: BLE001 - whatever the cause, the event is the problem
+            decoded.append((notification, exc))
+    chained: dict[tuple[Any, int], str] = {}
+    if chained_hashes:
+        for _, event in decoded:
+            previous = getattr(event, "previous_hash", None)
+            if isinstance(event, RecordedEvent) and isinstance(previous, str):
+                chained[(event.originator_id, event.originator_version - 1)] = previous
+    items: list[EventEnvelope | Untranslatable] = []
+    for notification, event in decoded:
+        if event is None:
+            continue
+        if isinstance(event, Exception):
+            items.append(untranslatable(notification, event))
+            continue
+        try:
+            envelope = to_envelope(event, notification.id,
+                                   chained.get((event.originator_id, event.originator_version)))
+        except Exception as exc:  # noqa: BLE001 - as above
             items.append(untranslatable(notification, exc))
             continue
         if envelope is not None:

@@ -67,10 +67,10 @@ def fixed_translation(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fix an operator would deploy: proposals stored without a title get one."""
     translate = contract_events.to_envelope
 
-    def tolerant(event: Any, position: int) -> Any:
+    def tolerant(event: Any, position: int, chained_hash: str | None = None) -> Any:
         if isinstance(event, Deal.Proposed) and "title" not in vars(event):
             object.__setattr__(event, "title", "(untitled)")
-        return translate(event, position)
+        return translate(event, position, chained_hash)
 
     monkeypatch.setattr(contract_events, "to_envelope", tolerant)
 

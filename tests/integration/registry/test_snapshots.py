@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from services.registry.adapters.event_store import DealRegistryStore, open_event_store
 from contracts.submissions_v1 import Receipt
+from services.registry.adapters.event_store import DealRegistryStore, open_event_store
 from services.registry.application.commands import RecordPartnerEvent
 from services.registry.application.handlers import RecordingService
 from services.registry.domain.deal import Deal

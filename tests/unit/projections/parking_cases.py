@@ -165,10 +165,10 @@ class ParkingCases(ReadModelFixtures):
         scenario.then_more()
         applier = read_model_projector.HANDLERS[EventType.PLEDGE_MADE]
 
-        def bug(batch: Any, envelope: EventEnvelope, payload: Any) -> None:
+        def bug(batch: Any, envelope: EventEnvelope, event: Any, payload: Any) -> None:
             if envelope.aggregate_id == scenario.poisoned:
                 raise KeyError("a bug in the pledge handler")
-            applier(batch, envelope, payload)
+            applier(batch, envelope, event, payload)
 
         monkeypatch.setitem(read_model_projector.HANDLERS, EventType.PLEDGE_MADE, bug)
         self.project(projector, scenario.log.envelopes)
