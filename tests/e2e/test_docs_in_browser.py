@@ -30,6 +30,7 @@ def service(tmp_path: Path) -> Iterator[Service]:
         running.stop()
 
 
+@pytest.mark.slow
 def test_a_partner_records_an_event_from_the_docs_page(service: Service, tmp_path: Path) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():

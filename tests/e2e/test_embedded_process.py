@@ -89,6 +89,7 @@ def by_sector(url: str, key: str, min_position: int = 0) -> dict:
     return response.json()
 
 
+@pytest.mark.slow
 def test_new_user_flow_survives_a_restart(service: Service, data_dir: Path,
                                           tmp_path: Path) -> None:
     keys = service.keys()

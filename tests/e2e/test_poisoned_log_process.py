@@ -54,6 +54,7 @@ def parked_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
                            str(data_dir)], capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_a_poisoned_log_is_parked_and_every_other_deal_stays_fresh(
     service: Service, data_dir: Path, tmp_path: Path
 ) -> None:

@@ -56,6 +56,7 @@ def verify(data_dir: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_a_killed_service_leaves_its_tail_covered(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     service = Service(data_dir, tmp_path / "service.log")
@@ -80,6 +81,7 @@ def test_a_killed_service_leaves_its_tail_covered(tmp_path: Path) -> None:
     assert f"FAILED at position {receipt['position']}" in failed.stderr
 
 
+@pytest.mark.slow
 def test_writes_no_follower_saw_are_covered_at_restart(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data_dir = tmp_path / "data"

@@ -20,11 +20,12 @@ from services.demo.scenario import expected_totals, scenario
 from services.embedded.app import create_embedded_app
 from services.shared.api_keys import Role
 from services.shared.settings import Settings
+from tests.integration.test_http_api import in_thread_unless_chosen
 
 
 class Demo:
     def __init__(self, settings: Settings) -> None:
-        self.app = create_embedded_app(settings)
+        self.app = create_embedded_app(in_thread_unless_chosen(settings))
         self.client = TestClient(self.app)
         self.client.__enter__()
         keys = self.app.state.api_keys

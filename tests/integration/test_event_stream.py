@@ -152,16 +152,42 @@ def wait_until(condition: Any, what: str) -> None:
 
 
 # The projector in its own process (the default) or in a thread of the server's process: the
-# stream wakes on the position it shares either way.
-@pytest.fixture(params=["sqlite", "sqlite-thread",
-                        pytest.param("postgres", marks=pytest.mark.integration)])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+# stream wakes on the position it shares either way. Both workers on SQLite; on PostgreSQL
+# the thread (the feed's process on PostgreSQL is tested in
+# tests/integration/embedded/test_projection_feed_wakeups.py; here it would add a second or
+# two of start per test and nothing the stream sees).
+BACKENDS = ["sqlite", "sqlite-thread",
+            pytest.param("postgres-thread", marks=pytest.mark.integration)]
+
+
+def stream_settings(request: pytest.FixtureRequest, data_dir: Path, database: str) -> Settings:
+    """The settings of `request.param`'s backend and worker; `database` names the fixture of
+    its PostgreSQL database."""
     database_url = None
-    if request.param == "postgres":
-        database_url = request.getfixturevalue("postgres_url")
+    if request.param.startswith("postgres"):
+        database_url = request.getfixturevalue(database)
     worker = "thread" if request.param.endswith("thread") else "process"
-    return Settings(data_dir=tmp_path, database_url=database_url, projection_poll_seconds=0.05,
+    return Settings(data_dir=data_dir, database_url=database_url, projection_poll_seconds=0.05,
                     projection_worker=worker)
+
+
+@pytest.fixture(params=BACKENDS)
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    return stream_settings(request, tmp_path, "postgres_url")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def refusing_live(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRegistry]:
+    """One running registry per backend for the tests of refused starts: a refusal records
+    nothing and opens no stream (each test checks the second), so they need none of their
+    own."""
+    registry = LiveRegistry(stream_settings(request, tmp_path_factory.mktemp("refusing"),
+                                            "module_postgres_url"))
+    try:
+        yield registry
+    finally:
+        registry.close()
 
 
 @pytest.fixture
@@ -296,8 +322,9 @@ def test_a_stream_needs_a_key_and_every_role_may_read(live: LiveRegistry) -> Non
     ("query", "x", "after"),
     ("query", str(2**63), "after"),
 ])
-def test_a_bad_start_is_422_naming_the_field_and_rule(live: LiveRegistry, where: str,
+def test_a_bad_start_is_422_naming_the_field_and_rule(refusing_live: LiveRegistry, where: str,
                                                       value: str, field: str) -> None:
+    live = refusing_live
     if where == "header":
         response = live.client.get("/v1/stream",
                                    headers=live.headers(**{"Last-Event-ID": value}))
@@ -310,8 +337,8 @@ def test_a_bad_start_is_422_naming_the_field_and_rule(live: LiveRegistry, where:
     assert live.open_streams() == 0
 
 
-def test_the_stream_is_in_the_openapi_document(live: LiveRegistry) -> None:
-    operation = live.client.get("/openapi.json").json()["paths"]["/v1/stream"]["get"]
+def test_the_stream_is_in_the_openapi_document(refusing_live: LiveRegistry) -> None:
+    operation = refusing_live.client.get("/openapi.json").json()["paths"]["/v1/stream"]["get"]
     assert "text/event-stream" in operation["responses"]["200"]["content"]
     for status in ("401", "422", "503"):
         assert "application/json" in operation["responses"][status]["content"], status

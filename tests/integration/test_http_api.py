@@ -46,10 +46,23 @@ def pledge(event_id: str, deal_id: str, firm_code: str, low: str, high: str,
     }
 
 
+def in_thread_unless_chosen(settings: Settings) -> Settings:
+    """The settings with the projection feed in a thread of the test's process, unless they
+    name a worker. What the HTTP tests check is the same with either worker (writes wake the
+    feed, reads wait for `min_position`); starting the feed's process costs a second or two
+    of imports per app, and is tested where the process itself is the subject
+    (test_event_stream's "sqlite" case, the feed wake-up tests, tests/e2e)."""
+    if "projection_worker" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"projection_worker": "thread"})
+
+
 class Registry:
-    """A running embedded app with one key per role."""
+    """A running embedded app with one key per role (feed in a thread unless the settings
+    name a worker: see in_thread_unless_chosen)."""
 
     def __init__(self, settings: Settings, keys: dict[Role, str] | None = None) -> None:
+        settings = in_thread_unless_chosen(settings)
         self.settings = settings
         self.app = create_embedded_app(settings)
         self.client = TestClient(self.app)

@@ -59,6 +59,15 @@ def pledges_of(registry: Registry, deal_id: str, **params: Any) -> dict[str, dic
     return {p["pledge_id"]: p for p in answer.json()["pledges"]}
 
 
+def record_jv(registry: Registry) -> str:
+    for submission in (firm("f-tata", "tata-motors"),
+                       firm("f-mitsui", "mitsui-co", "JP", "trading_house")):
+        assert registry.post(submission).status_code == 201
+    answer = registry.post(deal("d-jv", ["tata-motors", "mitsui-co"]))
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["aggregate_id"])
+
+
 class PledgeTermsContract:
     @pytest.fixture
     def settings(self) -> Settings:
@@ -72,12 +81,19 @@ class PledgeTermsContract:
 
     @pytest.fixture
     def jv(self, registry: Registry) -> str:
-        for submission in (firm("f-tata", "tata-motors"),
-                           firm("f-mitsui", "mitsui-co", "JP", "trading_house")):
-            assert registry.post(submission).status_code == 201
-        answer = registry.post(deal("d-jv", ["tata-motors", "mitsui-co"]))
-        assert answer.status_code == 201, answer.text
-        return str(answer.json()["aggregate_id"])
+        return record_jv(registry)
+
+    # The refusals share one registry per backend: each checks that its refusal recorded
+    # nothing (the head stays), so each finds the registry as `jv` left it.
+    @pytest.fixture(scope="class")
+    def shared_settings(self) -> Settings:
+        raise NotImplementedError
+
+    @pytest.fixture(scope="class")
+    def refusing(self, shared_settings: Settings) -> Iterator[tuple[Registry, str]]:
+        running = Registry(shared_settings)
+        yield running, record_jv(running)
+        running.close()
 
     def test_v1_and_v2_pledges_side_by_side(self, registry: Registry, jv: str) -> None:
         v1 = registry.post(pledge("p-1", jv, "mitsui-co", "10000000", "40000000"))
@@ -152,8 +168,9 @@ class PledgeTermsContract:
             "same-day", "above-high", "too-many", "after-2199", "before-1900", "not-leap",
             "v1-with-instrument", "version-3"])
     def test_each_rule_is_refused_naming_field_and_rule(
-            self, registry: Registry, jv: str, submission: Any, status: int, field: str,
+            self, refusing: tuple[Registry, str], submission: Any, status: int, field: str,
             rule: str) -> None:
+        registry, jv = refusing
         head = registry.head()
         answer = registry.post(submission(jv))
         assert answer.status_code == status, answer.text
@@ -273,6 +290,10 @@ class TestPledgeTermsOnSQLite(PledgeTermsContract):
     def settings(self, tmp_path: Path) -> Settings:
         return Settings(data_dir=tmp_path, projection_poll_seconds=0.05)
 
+    @pytest.fixture(scope="class")
+    def shared_settings(self, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+        return Settings(data_dir=tmp_path_factory.mktemp("terms"), projection_poll_seconds=0.05)
+
 
 @pytest.mark.integration
 class TestPledgeTermsOnPostgres(PledgeTermsContract):
@@ -280,6 +301,12 @@ class TestPledgeTermsOnPostgres(PledgeTermsContract):
     def settings(self, tmp_path: Path, postgres_url: str) -> Settings:
         return Settings(data_dir=tmp_path, database_url=postgres_url,
                         projection_poll_seconds=0.05)
+
+    @pytest.fixture(scope="class")
+    def shared_settings(self, tmp_path_factory: pytest.TempPathFactory,
+                        module_postgres_url: str) -> Settings:
+        return Settings(data_dir=tmp_path_factory.mktemp("terms"),
+                        database_url=module_postgres_url, projection_poll_seconds=0.05)
 
 
 # A log that mixes pledge events stored at v1 with v2 ones.

@@ -300,6 +300,7 @@ def test_relay_crash_after_publishing_republishes_without_double_counting(
     assert cluster.queries.deals().total == 5
 
 
+@pytest.mark.slow
 def test_a_standby_relay_takes_over_when_the_leader_dies(cluster: Cluster, tmp_path: Path
                                                         ) -> None:
     settings = cluster.settings

@@ -122,6 +122,7 @@ class Load:
             return sorted(self.positions)
 
 
+@pytest.mark.slow
 def test_a_broker_restarted_empty_mid_load_loses_nothing_and_counts_nothing_twice(
     tmp_path: Path, postgres_url: str, private_kafka_broker: Any,
     caplog: pytest.LogCaptureFixture,
