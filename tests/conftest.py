@@ -11,6 +11,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -70,15 +71,22 @@ def _drop_database(admin_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """A new, empty database for one test, dropped afterwards."""
+@contextmanager
+def _fresh_database(admin_url: str) -> Iterator[str]:
+    """A new, empty database on the test server, dropped on the way out."""
     name = f"dealreg_test_{uuid.uuid4().hex[:12]}"
-    url = _create_database(postgres_server, name)
+    url = _create_database(admin_url, name)
     try:
         yield url
     finally:
-        _drop_database(postgres_server, name)
+        _drop_database(admin_url, name)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A new, empty database for one test, dropped afterwards."""
+    with _fresh_database(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +94,8 @@ def module_postgres_url(postgres_server: str) -> Iterator[str]:
     """A new, empty database shared by one module's tests, dropped after the module: for an
     app that tests only ask questions of, or send refusals to (each such test checks that
     its refusal changed nothing). A test that writes takes `postgres_url`."""
-    name = f"dealreg_test_{uuid.uuid4().hex[:12]}"
-    url = _create_database(postgres_server, name)
-    try:
+    with _fresh_database(postgres_server) as url:
         yield url
-    finally:
-        _drop_database(postgres_server, name)
 
 
 # -- Kafka-protocol broker -------------------------------------------------------------------

@@ -15,7 +15,14 @@ from fastapi.testclient import TestClient
 
 from services.shared.api_keys import Role
 from services.shared.settings import Settings
-from tests.integration.test_http_api import EmbeddedAppContract, Registry, deal, firm, pledge
+from tests.integration.test_http_api import (
+    EmbeddedAppContract,
+    Registry,
+    deal,
+    firm,
+    pledge,
+    record_jv,
+)
 
 JSON = {"content-type": "application/json"}
 
@@ -30,12 +37,7 @@ def error_of(response: Any) -> dict[str, Any]:
 class DoorContract(EmbeddedAppContract):
     @pytest.fixture
     def jv(self, registry: Registry) -> str:
-        for body in (firm("f-tata", "tata-motors"),
-                     firm("f-mitsui", "mitsui-co", "JP", "trading_house")):
-            assert registry.post(body).status_code == 201
-        response = registry.post(deal("d-jv", ["tata-motors", "mitsui-co"]))
-        assert response.status_code == 201, response.text
-        return str(response.json()["aggregate_id"])
+        return record_jv(registry)
 
     def refused(self, registry: Registry, body: Any, field: str, rule: str,
                 status: int = 422) -> None:

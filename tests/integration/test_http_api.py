@@ -46,6 +46,16 @@ def pledge(event_id: str, deal_id: str, firm_code: str, low: str, high: str,
     }
 
 
+def record_jv(registry: Registry) -> str:
+    """Two firms and their joint venture, the deal most tests pledge to; returns its id."""
+    for submission in (firm("f-tata", "tata-motors"),
+                       firm("f-mitsui", "mitsui-co", "JP", "trading_house")):
+        assert registry.post(submission).status_code == 201
+    answer = registry.post(deal("d-jv", ["tata-motors", "mitsui-co"]))
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["aggregate_id"])
+
+
 def in_thread_unless_chosen(settings: Settings) -> Settings:
     """The settings with the projection feed in a thread of the test's process, unless they
     name a worker. What the HTTP tests check is the same with either worker (writes wake the

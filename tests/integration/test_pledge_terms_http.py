@@ -22,7 +22,7 @@ from services.registry.domain.recorded import Provenance
 from services.registry.domain.values import AmountRange, UsdConversion
 from services.shared.api_keys import Role
 from services.shared.settings import Settings
-from tests.integration.test_http_api import Registry, T, deal, firm, pledge
+from tests.integration.test_http_api import Registry, T, deal, firm, pledge, record_jv
 from tests.integration.test_pages import sign_in
 from tests.unit.registry.support import record
 
@@ -57,15 +57,6 @@ def pledges_of(registry: Registry, deal_id: str, **params: Any) -> dict[str, dic
     answer = registry.get(f"/v1/deals/{deal_id}", min_position=registry.head(), **params)
     assert answer.status_code == 200, answer.text
     return {p["pledge_id"]: p for p in answer.json()["pledges"]}
-
-
-def record_jv(registry: Registry) -> str:
-    for submission in (firm("f-tata", "tata-motors"),
-                       firm("f-mitsui", "mitsui-co", "JP", "trading_house")):
-        assert registry.post(submission).status_code == 201
-    answer = registry.post(deal("d-jv", ["tata-motors", "mitsui-co"]))
-    assert answer.status_code == 201, answer.text
-    return str(answer.json()["aggregate_id"])
 
 
 class PledgeTermsContract:
