@@ -18,12 +18,11 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-# Values JSON encodes as they are: most of a submission's fields, answered first.
-_PLAIN = frozenset({str, int, bool, type(None)})
+from services.registry.domain.recorded import PLAIN_JSON_TYPES
 
 
 def _canonical(value: Any) -> Any:
-    if type(value) in _PLAIN:
+    if type(value) in PLAIN_JSON_TYPES:
         return value
     if isinstance(value, Enum):
         return _canonical(value.value)

@@ -41,13 +41,14 @@ class Provenance:
         }
 
 
-# Values JSON encodes as they are: most of an event's fields, answered before any other test.
-_PLAIN = frozenset({str, int, bool, type(None)})
+# Values JSON encodes as they are: most fields of an event or a submission, so a canonical
+# form answers them before any other test.
+PLAIN_JSON_TYPES = frozenset({str, int, bool, type(None)})
 
 
 def canonical_value(value: Any) -> Any:
     """Turn an event field into plain JSON that encodes the same way on every machine."""
-    if type(value) in _PLAIN:
+    if type(value) in PLAIN_JSON_TYPES:
         return value
     if isinstance(value, Decimal):
         return str(value)
