@@ -31,13 +31,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import (
-    Context,
     Decimal,
-    DivisionByZero,
     Inexact,
-    InvalidOperation,
-    Overflow,
-    localcontext,
 )
 from functools import cache
 from typing import Any
@@ -113,13 +108,14 @@ from services.projections.read_model.progress import (
     stored_offsets,
 )
 from services.projections.read_model.tables import (
-    EXACT_PRECISION,
+    EXACT_ARITHMETIC,
     READ_MODEL_PROJECTOR,
     ParkedState,
     applied_versions,
     deal_events,
     deal_parties,
     deals,
+    exact_arithmetic,
     firms,
     meetings,
     parked_events,
@@ -569,14 +565,9 @@ SQLITE_DECIMAL_SUM = "dealreg_decimal_sum"
 SQLITE_CANONICAL_SUM = "dealreg_canonical_sum"
 
 
-# Sums that round raise Inexact; one context for every call of the SQL functions below,
-# rather than a local context entered per row.
-_EXACT = Context(prec=EXACT_PRECISION,
-                 traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
-
-
 def _exact_sum(stored: str, added: str) -> Decimal:
-    return _EXACT.add(Decimal(stored), Decimal(added))
+    # The context's own method: no local context entered per row of the SQL function.
+    return EXACT_ARITHMETIC.add(Decimal(stored), Decimal(added))
 
 
 # A sum that would round gives NULL, which the NOT NULL column refuses: the batch fails as
@@ -667,9 +658,7 @@ def add_atomically(
         returned = cursor.fetchall()
     width = len(key)
     empty, rewritten = [], []
-    with localcontext() as exact:
-        exact.prec = EXACT_PRECISION
-        exact.traps[Inexact] = True
+    with exact_arithmetic():
         for found in returned:
             keyed = {f"k_{name}": value for name, value in zip(key, found, strict=False)}
             count, stored = found[width], found[width + 1:]
@@ -1067,10 +1056,8 @@ class ReadModelProjector:
             applied[aggregate] = envelope.aggregate_version
         batch = BatchEffects()
         batch.load(conn, pledges_needed(fresh))
-        with localcontext() as exact:
+        with exact_arithmetic():
             # Sums of stored amounts never round: a rounding would be an error, not a total.
-            exact.prec = EXACT_PRECISION
-            exact.traps[Inexact] = True
             for envelope, event, payload in fresh:
                 HANDLERS[envelope.type](batch, envelope, event, payload)
                 batch.recorded.append({

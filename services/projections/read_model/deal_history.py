@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import Decimal, Inexact, localcontext
+from decimal import Decimal
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -44,11 +44,11 @@ from contracts.events_v2 import (
 )
 from services.projections.read_model.indian_money import decimal_text
 from services.projections.read_model.tables import (
-    EXACT_PRECISION,
     INSTRUMENT_NOT_STATED,
     DealStatus,
     PledgeStatus,
     TotalsDimension,
+    exact_arithmetic,
 )
 
 AMOUNTS = ("low", "high", "usd_low", "usd_high")
@@ -163,9 +163,7 @@ def counted_totals(states: Iterable[DealState], dimension: TotalsDimension
     """Totals of counted pledges per group key, then per currency, both in sorted order; each
     entry has the columns of rm_pledge_totals. Sums are exact or raise decimal.Inexact."""
     sums: dict[tuple[str, str], dict[str, Any]] = {}
-    with localcontext() as exact:
-        exact.prec = EXACT_PRECISION
-        exact.traps[Inexact] = True
+    with exact_arithmetic():
         for state in states:
             for pledge in state.pledges.values():
                 if not pledge["counted"]:

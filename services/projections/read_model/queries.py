@@ -6,7 +6,7 @@ from bisect import bisect_left
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from decimal import Decimal, Inexact, localcontext
+from decimal import Decimal, localcontext
 from enum import StrEnum
 from functools import cache
 from itertools import groupby
@@ -43,6 +43,7 @@ from services.projections.read_model.tables import (
     deal_events,
     deal_parties,
     deals,
+    exact_arithmetic,
     firms,
     ledger_incomplete,
     meetings,
@@ -442,9 +443,7 @@ def _tree_sums(conn: Connection, dimension: TotalsDimension, day: date
     and added here), so one row per group and currency crosses to Python."""
     rows = conn.execute(_tree_sums_query(conn.dialect.name),
                         {"dimension": dimension.value, "nodes": tree_nodes_summing(day)})
-    with localcontext() as exact:
-        exact.prec = EXACT_PRECISION
-        exact.traps[Inexact] = True
+    with exact_arithmetic():
         return {(key, currency): [int(count), *(_sum_of_texts(t) for t in amounts)]
                 for key, currency, count, *amounts in rows}
 
@@ -515,9 +514,7 @@ def _group_buckets(spans: list[tuple[str, str]], opening: Mapping[str, list[Any]
     (read-only) `usd` and `by_currency`."""
     # Each currency's sums at the end of each bucket where they changed.
     changed_at: dict[int, dict[str, list[Any]]] = {}
-    with localcontext() as exact:
-        exact.prec = EXACT_PRECISION
-        exact.traps[Inexact] = True
+    with exact_arithmetic():
         for currency, rows in changes.items():
             entry: Sequence[Any] = opening.get(currency, ZERO_SUMS)
             for bucket, row in rows:

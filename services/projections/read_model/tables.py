@@ -7,8 +7,17 @@ in `rm_pledge_totals`, so a totals query reads a few rows instead of summing eve
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import (
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
 from enum import StrEnum
 from typing import Any
 
@@ -51,6 +60,14 @@ READ_MODEL_VERSION = 2
 UNVERSIONED_READ_MODEL = 1
 # Decimal precision at which sums of stored amounts never round (rounding is trapped).
 EXACT_PRECISION = 80
+# Decimal arithmetic at that precision, a rounding raising Inexact: a rounding would be an
+# error, not a total. Enter it with `exact_arithmetic()`, or call its methods directly.
+EXACT_ARITHMETIC = Context(prec=EXACT_PRECISION,
+                           traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
+
+
+def exact_arithmetic() -> AbstractContextManager[Context]:
+    return localcontext(EXACT_ARITHMETIC)
 
 
 class DealStatus(StrEnum):
